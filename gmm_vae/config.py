@@ -1,0 +1,205 @@
+"""Typed configuration schema, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` give the values; these dataclasses give the types, so Hydra rejects
+an unknown key or a wrongly typed value before anything runs. ``validate`` adds the semantic
+checks (positive sizes, known names) with one-line messages naming the setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from gmm_vae.errors import ConfigError
+
+LIKELIHOODS = ("gaussian", "sigmoid")
+MSE_REDUCTIONS = ("sum", "mean")
+PRIORS = ("standard", "mog", "flow")
+NORMALIZATIONS = ("standard", "minmax", "none")
+CLUSTER_CRITERIA = ("silhouette", "bic", "elbow")
+
+
+@dataclass
+class DataConfig:
+    """The ground-truth mixture and the data sets drawn from it."""
+
+    n_components: int = 4
+    dim: int = 3
+    seed: int = 0
+    spec_path: str | None = None
+    n_samples: int = 10_000
+    n_val: int = 2_000
+    n_test: int = 5_000
+    batch_size: int = 128
+    mean_spread: float = 4.0
+    scale_min: float = 0.4
+    scale_max: float = 1.0
+    weight_concentration: float = 5.0
+    min_separation: float = 2.0
+    normalization: str = "standard"
+
+
+@dataclass
+class ModelConfig:
+    """The VAE: architecture, likelihood head, prior and optimiser."""
+
+    latent_dim: int = 2
+    hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
+    likelihood: str = "gaussian"
+    mse_reduction: str = "sum"
+    prior: str = "standard"
+    prior_components: int = 16
+    flow_transforms: int = 3
+    flow_hidden: int = 64
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of ``lightning.Trainer`` arguments a user sets from the command line."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: Any = "auto"
+    num_nodes: int = 1
+    precision: Any = "32-true"
+    max_epochs: int = 100
+    max_time: str | None = None
+    log_every_n_steps: int = 50
+    check_val_every_n_epoch: int = 1
+    gradient_clip_val: float | None = None
+    deterministic: Any = False
+    enable_progress_bar: bool = True
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    fast_dev_run: Any = False
+
+
+@dataclass
+class CallbacksConfig:
+    """Which Lightning callbacks are attached and how often they act."""
+
+    checkpoint: bool = True
+    progress_refresh_rate: int = 10
+    nan_guard: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment logging (TensorBoard event files in the run directory)."""
+
+    tensorboard: bool = True
+
+
+@dataclass
+class AnalysisConfig:
+    """Cadence and settings of the analysis callbacks and of the final evaluation."""
+
+    every_n_epochs: int = 25
+    tsne_every_n_epochs: int = 100
+    tsne_points: int = 1_000
+    n_samples: int = 2_000
+    k_max: int = 10
+    cluster_criterion: str = "silhouette"
+    hist_bins: int = 50
+    peak_height: float = 0.1
+    peak_distance: int = 3
+    hq_threshold: float = 3.0
+    min_share: float = 0.01
+    iwae_samples: int = 64
+    evaluate_at_end: bool = True
+    eval_samples: int = 10_000
+
+
+@dataclass
+class TrainConfig:
+    """Top level of ``conf/train.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    seed: int = 42
+    torch_threads: int | None = None
+    ckpt_path: str | None = None
+    name: str = "default"
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/train.yaml`` can list ``train_schema`` in its defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        allowed = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{key} must be {allowed} (got {value!r})")
+
+
+def _positive_float(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        allowed = "a finite number >= 0" if allow_zero else "a positive finite number"
+        raise ConfigError(f"{key} must be {allowed} (got {value!r})")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Semantic checks the type system cannot express; raise ConfigError on the first failure."""
+    for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
+                "data.batch_size", "model.latent_dim", "model.prior_components",
+                "model.flow_transforms", "model.flow_hidden", "trainer.max_epochs",
+                "analysis.tsne_points", "analysis.n_samples", "analysis.hist_bins",
+                "analysis.peak_distance", "analysis.iwae_samples", "analysis.eval_samples"):
+        _positive_int(cfg, key)
+    for key in ("analysis.every_n_epochs", "analysis.tsne_every_n_epochs",
+                "model.kl_warmup_epochs", "callbacks.progress_refresh_rate"):
+        _positive_int(cfg, key, minimum=0)
+    _positive_int(cfg, "analysis.k_max", minimum=2)
+    for key in ("model.lr", "data.mean_spread", "data.scale_min", "data.scale_max",
+                "data.weight_concentration", "analysis.hq_threshold"):
+        _positive_float(cfg, key)
+    for key in ("model.beta", "model.free_bits", "model.weight_decay", "data.min_separation",
+                "analysis.peak_height", "analysis.min_share"):
+        _positive_float(cfg, key, allow_zero=True)
+    if cfg.data.scale_min > cfg.data.scale_max:
+        raise ConfigError(
+            f"data.scale_min must be <= data.scale_max (got {cfg.data.scale_min} > "
+            f"{cfg.data.scale_max})"
+        )
+    hidden = list(cfg.model.hidden_dims)
+    if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
+        raise ConfigError(
+            f"model.hidden_dims must be a non-empty list of positive integers (got {hidden})"
+        )
+    _choice(cfg, "model.likelihood", LIKELIHOODS)
+    _choice(cfg, "model.mse_reduction", MSE_REDUCTIONS)
+    _choice(cfg, "model.prior", PRIORS)
+    _choice(cfg, "model.lr_schedule", ("none", "cosine"))
+    _choice(cfg, "data.normalization", NORMALIZATIONS)
+    _choice(cfg, "analysis.cluster_criterion", CLUSTER_CRITERIA)
+    if cfg.data.spec_path is None and cfg.data.n_samples < cfg.data.n_components:
+        raise ConfigError(
+            f"data.n_samples must be >= data.n_components = {cfg.data.n_components} "
+            f"(got {cfg.data.n_samples})"
+        )

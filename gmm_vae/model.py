@@ -1,0 +1,224 @@
+"""The VAE as a LightningModule: dense ReLU encoder/decoder, a likelihood head, a prior.
+
+Two coordinate systems meet here. The networks (``encode``, ``decode``, ``encode_and_sample``)
+work in the normalised coordinates the data module trains on. Everything meant for a user
+(``sample``, ``embed``, ``log_prob``) takes or returns data coordinates, using the normaliser
+stored as buffers, so a checkpoint alone reproduces samples in the units of the mixture.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from gmm_vae.losses import (
+    gaussian_log_likelihood,
+    kl_standard_normal,
+    mse_implied_log_var,
+    mse_reconstruction,
+)
+from gmm_vae.priors import build_prior
+
+# Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
+# above, the decoder could explain everything as noise.
+_MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class VAE(L.LightningModule):
+    """A dense VAE whose samples can be judged against the true mixture."""
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 2,
+        hidden_dims: Sequence[int] = (128, 128),
+        likelihood: str = "gaussian",
+        mse_reduction: str = "sum",
+        prior: str = "standard",
+        prior_components: int = 16,
+        flow_transforms: int = 3,
+        flow_hidden: int = 64,
+        beta: float = 1.0,
+        kl_warmup_epochs: int = 0,
+        free_bits: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "none",
+        data_shift: Sequence[float] | None = None,
+        data_scale: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        hidden = list(hidden_dims)
+        self.data_dim, self.latent_dim = data_dim, latent_dim
+        self.likelihood = likelihood
+        out = 2 * data_dim if likelihood == "gaussian" else data_dim
+        # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
+        self.encoder = mlp([data_dim, *hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(hidden), out])
+        self.prior = build_prior(prior, latent_dim, prior_components, flow_transforms,
+                                 flow_hidden)
+        shift = torch.zeros(data_dim) if data_shift is None else torch.tensor(data_shift)
+        scale = torch.ones(data_dim) if data_scale is None else torch.tensor(data_scale)
+        self.register_buffer("data_shift", shift.float())
+        self.register_buffer("data_scale", scale.float())
+        self._mse_log_var = mse_implied_log_var(mse_reduction, data_dim)
+
+    # ------------------------------------------------------------- networks
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-variance) of q(z|x), x in normalised coordinates."""
+        mean, log_var = self.encoder(x).chunk(2, dim=-1)
+        return mean, log_var.clamp(_MIN_LOG_VAR, _MAX_LOG_VAR)
+
+    @staticmethod
+    def reparameterize(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """z = mean + sigma * eps: a sample that gradients flow through."""
+        return mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+
+    def encode_and_sample(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The seed's interface: (posterior mean, posterior variance, reparameterised z)."""
+        mean, log_var = self.encode(x)
+        return mean, log_var.exp(), self.reparameterize(mean, log_var)
+
+    def decode_params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-variance) of p(x|z) in normalised coordinates.
+
+        For the ``sigmoid`` head the log-variance is the constant its MSE loss implies.
+        """
+        h = self.decoder(z)
+        if self.likelihood == "gaussian":
+            mean, raw = h.chunk(2, dim=-1)
+            log_var = raw.clamp(_MIN_LOG_VAR, _MAX_LOG_VAR)
+        else:
+            mean = torch.sigmoid(h)
+            log_var = torch.full_like(mean, self._mse_log_var)
+        return mean, log_var
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The seed's interface: the decoder's reconstruction (mean of p(x|z)), normalised."""
+        return self.decode_params(z)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct normalised ``x`` through the posterior mean (deterministic)."""
+        return self.decode(self.encode(x)[0])
+
+    # --------------------------------------------------------------- loss
+    def kl_weight(self) -> float:
+        """beta, ramped linearly over the first ``kl_warmup_epochs`` epochs when asked."""
+        warm = self.hparams.kl_warmup_epochs
+        if warm <= 0 or self._trainer is None:
+            return float(self.hparams.beta)
+        return float(self.hparams.beta) * min(1.0, (self.current_epoch + 1) / warm)
+
+    def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"loss", "recon", "kl"}``: each per sample (nats), averaged over the batch."""
+        mean, log_var = self.encode(x)
+        z = self.reparameterize(mean, log_var)
+        x_mean, x_log_var = self.decode_params(z)
+        if self.likelihood == "gaussian":
+            recon = -gaussian_log_likelihood(x, x_mean, x_log_var)
+        else:
+            recon = mse_reconstruction(x, x_mean, self.hparams.mse_reduction)
+        if getattr(self.prior, "has_analytic_kl", False):
+            kl_dims = kl_standard_normal(mean, log_var)  # (B, L)
+            kl = kl_dims.sum(dim=-1)
+            fb = self.hparams.free_bits
+            kl_used = kl_dims.mean(dim=0).clamp(min=fb).sum() if fb > 0 else kl.mean()
+        else:
+            # Single-sample Monte Carlo KL: log q(z|x) - log p(z).
+            kl = gaussian_log_likelihood(z, mean, log_var) - self.prior.log_prob(z)
+            fb = self.hparams.free_bits * self.latent_dim
+            kl_used = kl.mean().clamp(min=fb) if fb > 0 else kl.mean()
+        recon_mean = recon.mean()
+        loss = recon_mean + self.kl_weight() * kl_used
+        return {"loss": loss, "recon": recon_mean, "kl": kl.mean()}
+
+    # ----------------------------------------------------- lightning hooks
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        terms = self.loss_terms(batch)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()},
+                      on_step=True, on_epoch=True, prog_bar=False, batch_size=len(batch))
+        return terms["loss"]
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        terms = self.loss_terms(batch)
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, on_epoch=True,
+                      prog_bar=True, batch_size=len(batch))
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        terms = self.loss_terms(batch)
+        self.log_dict({f"test/{k}": v for k, v in terms.items()}, batch_size=len(batch))
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                               weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "cosine" and self.trainer.max_epochs:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return opt
+
+    # ------------------------------------------------ data-coordinate API
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.data_shift) / self.data_scale
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.data_scale + self.data_shift
+
+    @torch.no_grad()
+    def sample(self, n: int, include_noise: bool | None = None) -> torch.Tensor:
+        """Draw ``n`` points from the model, in data coordinates: z ~ p(z), x ~ p(x|z).
+
+        By default the Gaussian head samples p(x|z) (decoder means alone are too concentrated);
+        the sigmoid head returns decoder outputs as the study did. ``include_noise`` overrides.
+        """
+        noise = self.likelihood == "gaussian" if include_noise is None else include_noise
+        z = self.prior.sample(n).to(self.device)
+        mean, log_var = self.decode_params(z)
+        x = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean) if noise else mean
+        return self.denormalize(x)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means of data-coordinate points: the latent codes the analysis clusters."""
+        return self.encode(self.normalize(x.to(self.device, self.dtype)))[0]
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, k: int = 64, chunk: int = 4096) -> torch.Tensor:
+        """(N,) importance-weighted (IWAE) estimate of log p(x), nats, data coordinates.
+
+        log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), tight as k grows; the log-Jacobian
+        of the normalisation converts the density back to data units.
+        """
+        out = []
+        log_jac = torch.log(self.data_scale).sum()
+        for xb in x.to(self.device, self.dtype).split(chunk):
+            xn = self.normalize(xb)
+            mean, log_var = self.encode(xn)
+            eps = torch.randn(k, *mean.shape, device=mean.device, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * log_var) * eps  # (k, B, L)
+            x_mean, x_log_var = self.decode_params(z.reshape(-1, self.latent_dim))
+            log_px = gaussian_log_likelihood(
+                xn.expand(k, -1, -1).reshape(-1, self.data_dim), x_mean, x_log_var
+            ).view(k, -1)
+            log_pz = self.prior.log_prob(z.reshape(-1, self.latent_dim)).view(k, -1)
+            log_qz = gaussian_log_likelihood(z, mean, log_var)
+            log_w = log_px + log_pz - log_qz
+            out.append(torch.logsumexp(log_w, dim=0) - math.log(k) - log_jac)
+        return torch.cat(out)

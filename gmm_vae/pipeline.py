@@ -1,0 +1,159 @@
+"""train(): config -> data module, model, trainer -> fitted run directory.
+
+The entry points are thin; everything here takes a composed config and a run directory, so tests
+can call it directly on configs composed with Hydra's compose API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from gmm_vae import config as config_mod
+from gmm_vae.callbacks import build_callbacks
+from gmm_vae.data import GMMDataModule
+from gmm_vae.io import atomic_write_json
+from gmm_vae.model import VAE
+
+log = logging.getLogger(__name__)
+
+
+def hydra_run_dir() -> Path:
+    """The current Hydra job's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def build_datamodule(cfg: DictConfig) -> GMMDataModule:
+    """The data module named by ``cfg.data``; the shuffle order follows the training seed."""
+    return GMMDataModule(**OmegaConf.to_container(cfg.data, resolve=True),  # type: ignore[arg-type]
+                         shuffle_seed=int(cfg.seed))
+
+
+def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
+    """The VAE of ``cfg.model``, carrying the data module's normaliser."""
+    model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
+    return VAE(
+        data_dim=dm.dim,
+        data_shift=dm.normalizer.shift.tolist(),
+        data_scale=dm.normalizer.scale.tolist(),
+        **model_kwargs,
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore
+    trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if v is not None}
+    logger: Any = False
+    if cfg.logger.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="",
+                                   default_hp_metric=False)
+    return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+                     enable_checkpointing=bool(cfg.callbacks.checkpoint), **trainer_kwargs)
+
+
+def _write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    atomic_write_json(run_dir / "status.json", {"status": status, **extra})
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's advice that does not apply to in-memory tensor batches."""
+    for pattern in (".*does not have many workers.*", ".*number of training batches.*",
+                    ".*LeafSpec.*", ".*litlogger.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Train the VAE of ``cfg`` and leave a complete run directory; return the val loss."""
+    config_mod.validate(cfg)
+    quiet_lightning()
+    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
+    started = time.perf_counter()
+    dm = build_datamodule(cfg)  # may raise ConfigError (spec file) before anything is written
+    _write_status(run_dir, "running")
+    try:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        dm.gmm.to_yaml(run_dir / "gmm.yaml")
+        model = build_model(cfg, dm)
+        trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    except BaseException as exc:
+        _write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    wall = time.perf_counter() - started
+    _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics)
+    if trainer.is_global_zero:
+        print_summary(run_dir, metrics, wall, int(trainer.current_epoch))
+    return metrics.get("val/loss", float("nan"))
+
+
+def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int) -> None:
+    """A few lines a user reads at the end of a run: losses, where things are, what to do next."""
+
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = [
+        "",
+        f"Finished {epochs} epochs in {wall:.1f} s.",
+        f"  train: loss {fmt('train/loss_epoch')}  recon {fmt('train/recon_epoch')}  "
+        f"kl {fmt('train/kl_epoch')}",
+        f"  val:   loss {fmt('val/loss')}  recon {fmt('val/recon')}  kl {fmt('val/kl')}",
+        f"  run dir:     {run_dir}",
+        f"  checkpoints: {run_dir / 'checkpoints'}",
+        f"  TensorBoard: tensorboard --logdir {run_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_training(cfg: DictConfig) -> float:
+    """train.py's body: ``train`` in the Hydra run dir, with failure handling per run mode.
+
+    A single run lets errors propagate (the CLI prints them in one line) and removes a run dir
+    that a configuration error left empty. In a multirun one bad combination must not kill the
+    sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
+    """
+    from gmm_vae.cli import EXIT_USAGE, remove_unstarted_run_dir, user_error_message
+
+    run_dir = hydra_run_dir()
+    try:
+        return train(cfg, run_dir)
+    except Exception as exc:
+        if not _is_multirun():
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            remove_unstarted_run_dir(run_dir)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # Exit here rather than re-raise: Hydra would first print its own banner line.
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
+        message = user_error_message(exc) or f"{type(exc).__name__}: {exc}"
+        _write_status(run_dir, "failed", error=message.splitlines()[0] if message else "")
+        log.error("job failed: %s", message)
+        return float("nan")

@@ -1,0 +1,44 @@
+"""Shared helpers: compose configs with Hydra, run the CLI scripts in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The smallest settings that still exercise every code path: used by most tests.
+TINY = ["debug=tiny", "logger.tensorboard=false"]
+
+
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config Hydra would compose for ``python train.py <overrides>``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    return compose_config
+
+
+def run_script(script: str, args: Sequence[str], cwd: Path,
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args`` from ``cwd`` as a user would, capturing its output."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_script

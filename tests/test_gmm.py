@@ -1,0 +1,102 @@
+"""The ground truth: a GMM whose samples, density and spec files are exactly what they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import multivariate_normal
+
+from gmm_vae.errors import ConfigError
+from gmm_vae.gmm import GMM
+
+
+def test_random_gmm_is_valid_and_seeded() -> None:
+    a, b = GMM.random(4, 3, seed=7), GMM.random(4, 3, seed=7)
+    np.testing.assert_array_equal(a.means, b.means)
+    np.testing.assert_array_equal(a.covariances, b.covariances)
+    assert a.means.shape == (4, 3) and a.covariances.shape == (4, 3, 3)
+    assert a.weights.sum() == pytest.approx(1.0)
+    for cov in a.covariances:
+        np.testing.assert_allclose(cov, cov.T)
+        assert np.linalg.eigvalsh(cov).min() > 0
+    c = GMM.random(4, 3, seed=8)
+    assert not np.allclose(a.means, c.means)
+
+
+@pytest.mark.parametrize(("k", "d"), [(1, 1), (4, 3), (8, 5), (3, 10)])
+def test_any_k_and_d(k: int, d: int) -> None:
+    gmm = GMM.random(k, d, seed=0)
+    x, y = gmm.sample(500, np.random.default_rng(0))
+    assert x.shape == (500, d) and y.shape == (500,)
+    assert set(np.unique(y)) <= set(range(k))
+    assert np.isfinite(gmm.log_prob(x)).all()
+
+
+def test_sample_statistics_match_parameters() -> None:
+    gmm = GMM.random(4, 3, seed=1)
+    x, y = gmm.sample(200_000, np.random.default_rng(0))
+    shares = np.bincount(y, minlength=4) / len(y)
+    np.testing.assert_allclose(shares, gmm.weights, atol=0.005)
+    for k in range(4):
+        xk = x[y == k]
+        np.testing.assert_allclose(xk.mean(axis=0), gmm.means[k], atol=0.03)
+        np.testing.assert_allclose(np.cov(xk.T), gmm.covariances[k], atol=0.03)
+
+
+def test_log_density_matches_scipy() -> None:
+    means = np.array([[0.0, 0.0], [3.0, 1.0]])
+    covs = np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.7, -0.2], [-0.2, 1.2]]])
+    weights = np.array([0.3, 0.7])
+    gmm = GMM(means, covs, weights)
+    x = np.random.default_rng(0).normal(size=(100, 2)) * 2
+    expected = np.log(sum(w * multivariate_normal(m, c).pdf(x)
+                          for m, c, w in zip(means, covs, weights, strict=True)))
+    np.testing.assert_allclose(gmm.log_prob(x), expected, rtol=1e-10)
+
+
+def test_spec_file_is_honoured_exactly(tmp_path) -> None:
+    spec = {"means": [[0.0, 1.0], [5.0, -2.0], [-4.0, 4.0]],
+            "covariances": [[[1.0, 0.2], [0.2, 0.5]], [[0.3, 0.0], [0.0, 0.3]],
+                            [[2.0, -0.5], [-0.5, 1.0]]],
+            "weights": [0.2, 0.5, 0.3]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    gmm = GMM.from_yaml(path)
+    np.testing.assert_array_equal(gmm.means, spec["means"])
+    np.testing.assert_array_equal(gmm.covariances, spec["covariances"])
+    np.testing.assert_array_equal(gmm.weights, spec["weights"])
+    # Round trip: what a run records as gmm.yaml loads back to the same mixture.
+    gmm.to_yaml(tmp_path / "gmm.yaml")
+    again = GMM.from_yaml(tmp_path / "gmm.yaml")
+    np.testing.assert_array_equal(again.covariances, gmm.covariances)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"means": [[0, 0]], "covariances": [[[1, 0], [0, 1]]], "weights": [0.5]},
+         "weights must sum to 1"),
+        ({"means": [[0, 0]], "covariances": [[[1, 2], [2, 1]]], "weights": [1.0]},
+         "positive-definite"),
+        ({"means": [[0, 0]], "covariances": [[[1, 0.5], [0, 1]]], "weights": [1.0]},
+         "symmetric"),
+        ({"means": [[0, 0]], "covariances": [[[1, 0, 0], [0, 1, 0], [0, 0, 1]]],
+          "weights": [1.0]}, "covariances"),
+        ({"means": [[0, 0]], "weights": [1.0]}, "covariances"),
+        ({"means": [[0, 0], [1, 1]], "covariances": [[[1, 0], [0, 1]]] * 2,
+          "weights": [1.2, -0.2]}, "non-negative"),
+    ],
+)
+def test_bad_spec_gets_one_line_error(tmp_path, spec: dict, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=message) as info:
+        GMM.from_yaml(path)
+    assert "\n" not in str(info.value)
+    assert "data.spec_path" in str(info.value)
+
+
+def test_missing_spec_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.spec_path must name an existing YAML file"):
+        GMM.from_yaml(tmp_path / "nope.yaml")
