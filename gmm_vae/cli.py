@@ -29,8 +29,10 @@ def user_error_message(exc: BaseException) -> str | None:
     )
     from omegaconf.errors import OmegaConfBaseException
 
-    if isinstance(exc, ConfigError):
-        return str(exc)
+    from gmm_vae.callbacks import TrainingDiverged
+
+    if isinstance(exc, ConfigError | TrainingDiverged):
+        return _first_line(str(exc))
     if isinstance(exc, OverrideParseException | MissingConfigException):
         return _first_line(str(exc))
     if isinstance(exc, ConfigCompositionException):

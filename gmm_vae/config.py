@@ -133,6 +133,7 @@ class TrainConfig:
     seed: int = 42
     torch_threads: int | None = None
     ckpt_path: str | None = None
+    resume: str | None = None
     name: str = "default"
 
 

@@ -27,6 +27,7 @@ from gmm_vae.priors import build_prior
 # Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
 # above, the decoder could explain everything as noise.
 _MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
+_TERMS = ("loss", "recon", "kl")
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -153,9 +154,24 @@ class VAE(L.LightningModule):
     # ----------------------------------------------------- lightning hooks
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()},
-                      on_step=True, on_epoch=True, prog_bar=False, batch_size=len(batch))
+        stacked = torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach()
+        # Epoch means are accumulated on the device, without a host sync or a ``self.log`` per
+        # step (Lightning's logging bookkeeping costs more than this tiny model's maths).
+        n = len(batch)
+        self._epoch_sum = stacked * n if batch_idx == 0 else self._epoch_sum + stacked * n
+        self._epoch_count = n if batch_idx == 0 else self._epoch_count + n
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
+        if every and (self.global_step + 1) % every == 0:
+            self.log_dict({f"train/{k}_step": v for k, v in zip(_TERMS, stacked, strict=True)},
+                          on_step=True, on_epoch=False, batch_size=n)
         return terms["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        if getattr(self, "_epoch_count", 0):
+            means = self._epoch_sum / self._epoch_count
+            self.log_dict({f"train/{k}": v for k, v in zip(_TERMS, means, strict=True)},
+                          on_step=False, on_epoch=True, sync_dist=True)
+            self._epoch_count = 0
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         terms = self.loss_terms(batch)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from gmm_vae import config as config_mod
 from gmm_vae.callbacks import build_callbacks
 from gmm_vae.data import GMMDataModule
+from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_json
 from gmm_vae.model import VAE
 
@@ -78,6 +79,8 @@ def quiet_lightning() -> None:
 def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the VAE of ``cfg`` and leave a complete run directory; return the val loss."""
     config_mod.validate(cfg)
+    if cfg.ckpt_path and not Path(str(cfg.ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +116,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
     lines = [
         "",
         f"Finished {epochs} epochs in {wall:.1f} s.",
-        f"  train: loss {fmt('train/loss_epoch')}  recon {fmt('train/recon_epoch')}  "
-        f"kl {fmt('train/kl_epoch')}",
+        f"  train: loss {fmt('train/loss')}  recon {fmt('train/recon')}  kl {fmt('train/kl')}",
         f"  val:   loss {fmt('val/loss')}  recon {fmt('val/recon')}  kl {fmt('val/kl')}",
         f"  run dir:     {run_dir}",
         f"  checkpoints: {run_dir / 'checkpoints'}",
@@ -130,6 +132,37 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The config of the run in ``cfg.resume``, with this command's explicit overrides on top.
+
+    ``python train.py resume=<run_dir> trainer.max_epochs=500`` continues that run in place from
+    ``checkpoints/last.ckpt`` with its own settings, extended by the overrides given now.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(str(cfg.resume)).expanduser()
+    saved_cfg = run_dir / ".hydra" / "config.yaml"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={cfg.resume}: no such run directory")
+    if not saved_cfg.is_file():
+        raise ConfigError(f"resume={cfg.resume}: not a train.py run directory (no "
+                          ".hydra/config.yaml)")
+    if not last.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt to resume from")
+    resumed = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig),
+                              OmegaConf.load(saved_cfg))
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key in ("resume", "ckpt_path") or key.startswith("hydra."):
+            continue
+        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    resumed.resume = None
+    resumed.ckpt_path = str(last)
+    return resumed, run_dir  # type: ignore[return-value]
+
+
 def run_training(cfg: DictConfig) -> float:
     """train.py's body: ``train`` in the Hydra run dir, with failure handling per run mode.
 
@@ -141,6 +174,10 @@ def run_training(cfg: DictConfig) -> float:
 
     run_dir = hydra_run_dir()
     try:
+        if cfg.resume:
+            hydra_dir = run_dir
+            cfg, run_dir = resume_config(cfg)
+            remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
         return train(cfg, run_dir)
     except Exception as exc:
         if not _is_multirun():

@@ -1,0 +1,125 @@
+"""Speed benchmark: the project's Lightning training vs a raw PyTorch loop, analysis on vs off.
+
+    python benchmarks/speed.py [--epochs 20] [--repeats 3] [--threads N] [--analysis-epochs 500]
+
+Everything runs in one process, so the ratios compare like with like on whatever machine runs
+it. Part 1 times per-step training: (a) a plain loop over in-memory tensors (permute, slice,
+forward, backward, Adam) and (b) ``trainer.fit`` with the project's data module, model, logging
+and progress bar, on the same model, data, batch size and number of steps, after a warm-up, best
+of ``--repeats``. Part 2 times a default ``train.py`` run with analysis on vs off. The last line
+is ``lightning/raw ratio: X.XX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing: benchmarks are scripts
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from gmm_vae.callbacks import build_callbacks  # noqa: E402
+from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
+
+
+def compose_cfg(overrides: list[str]):  # type: ignore[no-untyped-def]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def raw_loop(cfg, epochs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Seconds and steps of a plain PyTorch loop on the project's model and data."""
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.model.lr)
+    data, bs = dm.t_train, cfg.data.batch_size
+    steps = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in data[torch.randperm(len(data))].split(bs):
+            loss = model.loss_terms(batch)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return time.perf_counter() - start, steps
+
+
+def lightning_fit(cfg, epochs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Seconds and steps of the project's ``trainer.fit`` (no validation, no checkpoints)."""
+    L.seed_everything(0, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg, dm)
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = [c for c in build_callbacks(cfg, Path(tmp))
+                     if type(c).__name__ in ("TQDMProgressBar", "NaNGuard", "RNGState")]
+        trainer = build_trainer(cfg, Path(tmp), callbacks)
+        trainer.fit_loop.max_epochs = epochs
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        return time.perf_counter() - start, int(trainer.global_step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--analysis-epochs", type=int, default=0,
+                        help="also time a train.py run of this many epochs, analysis on vs off")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_lightning()
+    cfg = compose_cfg(["trainer.limit_val_batches=0", "callbacks.checkpoint=false",
+                       "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
+                       "analysis.evaluate_at_end=false", "+trainer.num_sanity_val_steps=0"]
+                      if False else ["trainer.limit_val_batches=0", "callbacks.checkpoint=false",
+                                     "analysis.every_n_epochs=0",
+                                     "analysis.tsne_every_n_epochs=0",
+                                     "analysis.evaluate_at_end=false"])
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"n={cfg.data.n_samples}, batch={cfg.data.batch_size}, hidden={list(cfg.model.hidden_dims)}, "
+          f"latent={cfg.model.latent_dim}, prior={cfg.model.prior}, epochs={args.epochs}")
+    raw_loop(cfg, 2)
+    lightning_fit(cfg, 2)  # warm-up both paths
+    raw_t, lit_t = [], []
+    for _ in range(args.repeats):
+        t, steps = raw_loop(cfg, args.epochs)
+        raw_t.append(t / steps)
+        t, lsteps = lightning_fit(cfg, args.epochs)
+        lit_t.append(t / lsteps)
+    raw, lit = min(raw_t), min(lit_t)
+    print(f"raw loop:  {raw * 1e3:.3f} ms/step ({steps} steps)")
+    print(f"lightning: {lit * 1e3:.3f} ms/step ({lsteps} steps)")
+    if args.analysis_epochs:
+        times = {}
+        for label, every, tsne, final in (("off", 0, 0, "false"), ("on", None, None, "true")):
+            over = [f"trainer.max_epochs={args.analysis_epochs}", "trainer.enable_progress_bar=false",
+                    f"analysis.evaluate_at_end={final}"]
+            if every is not None:
+                over += [f"analysis.every_n_epochs={every}", f"analysis.tsne_every_n_epochs={tsne}"]
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                train(compose_cfg(over), Path(tmp))
+                times[label] = time.perf_counter() - start
+        print(f"train.py {args.analysis_epochs} epochs: analysis off {times['off']:.1f} s, "
+              f"on {times['on']:.1f} s")
+        print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS): {peak:.0f} MiB")
+    print(f"lightning/raw ratio: {lit / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Apply every instrument of ``metrics.py`` to a trained VAE: one dict, the documented keys.
+
+Used by the analysis callbacks (small samples, during training) and by ``evaluate.py`` /
+the end of ``train.py`` (the full evaluation written to ``evaluation/``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gmm_vae import metrics
+from gmm_vae.gmm import GMM
+from gmm_vae.model import VAE
+
+
+@dataclass
+class EvalSettings:
+    """What to compute and on how many points (mirrors ``cfg.analysis``)."""
+
+    n_samples: int = 10_000
+    cluster_points: int = 2_000
+    k_max: int = 10
+    cluster_criterion: str = "silhouette"
+    hist_bins: int = 50
+    peak_height: float = 0.1
+    peak_distance: int = 3
+    hq_threshold: float = 3.0
+    min_share: float = 0.01
+    iwae_samples: int = 64
+    nll_points: int | None = None
+    clusters: bool = True
+    nll: bool = True
+    nd_modes: bool = True
+
+
+@dataclass
+class Evaluation:
+    """The metrics, and the arrays the figures are drawn from."""
+
+    metrics: dict[str, Any]
+    samples: np.ndarray
+    truth: np.ndarray
+    truth_labels: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSettings:
+    """EvalSettings from a ``cfg.analysis`` node."""
+    s = EvalSettings(
+        n_samples=n_samples,
+        cluster_points=min(int(analysis.n_samples), n_samples),
+        k_max=int(analysis.k_max),
+        cluster_criterion=str(analysis.cluster_criterion),
+        hist_bins=int(analysis.hist_bins),
+        peak_height=float(analysis.peak_height),
+        peak_distance=int(analysis.peak_distance),
+        hq_threshold=float(analysis.hq_threshold),
+        min_share=float(analysis.min_share),
+        iwae_samples=int(analysis.iwae_samples),
+    )
+    for key, value in overrides.items():
+        setattr(s, key, value)
+    return s
+
+
+@torch.no_grad()
+def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSettings,
+                   seed: int = 0) -> Evaluation:
+    """Sample the model, compare with ground truth, and return every metric.
+
+    ``seed`` fixes the model's sampling and the ground-truth draw, so the same checkpoint gives
+    the same numbers. The RNG state of the caller is restored afterwards (training continues
+    exactly as if no analysis had run).
+    """
+    timings: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    cpu_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        samples = model.sample(settings.n_samples).double().cpu().numpy()
+        truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
+        timings["sample"] = time.perf_counter() - t0
+        out: dict[str, Any] = {"n_samples": settings.n_samples}
+
+        t0 = time.perf_counter()
+        cov = metrics.mode_coverage(samples, gmm, settings.hq_threshold, settings.min_share)
+        out["coverage"] = cov
+        out["coverage_truth"] = {
+            k: v for k, v in metrics.mode_coverage(truth, gmm, settings.hq_threshold,
+                                                   settings.min_share).items()
+            if k in ("hq_fraction", "weights_tv", "median_fraction")
+        }
+        timings["coverage"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        half = settings.n_samples // 2
+        out["distance"] = {
+            "sliced_wasserstein": metrics.sliced_wasserstein(samples, truth, seed=seed),
+            # Two independent ground-truth halves: the distance's noise floor at this n.
+            "sliced_wasserstein_floor": metrics.sliced_wasserstein(
+                truth[:half], truth[half:2 * half], seed=seed),
+        }
+        timings["distance"] = time.perf_counter() - t0
+
+        m = settings.cluster_points
+        t0 = time.perf_counter()
+        modes_kw = {"bins": settings.hist_bins, "height": settings.peak_height,
+                    "distance": settings.peak_distance}
+        modes_vae = metrics.identify_modes(samples[:m], **modes_kw)
+        modes_gt = metrics.identify_modes(truth[:m], **modes_kw)
+        out["modes"] = {
+            "vae_samples": modes_vae["flattened"],
+            "ground_truth": modes_gt["flattened"],
+            "vae_samples_per_axis": modes_vae["per_axis"],
+            "ground_truth_per_axis": modes_gt["per_axis"],
+        }
+        if settings.nd_modes:
+            out["modes"]["nd_vae_samples"] = metrics.count_modes(
+                samples[:m], settings.min_share, seed=seed)["count"]
+            out["modes"]["nd_ground_truth"] = metrics.count_modes(
+                truth[:m], settings.min_share, seed=seed)["count"]
+        timings["modes"] = time.perf_counter() - t0
+
+        if settings.clusters:
+            t0 = time.perf_counter()
+            vae_codes = model.embed(torch.from_numpy(samples[:m])).cpu().numpy()
+            gt_codes = model.embed(torch.from_numpy(truth[:m])).cpu().numpy()
+            # VAE samples have no true label: use their nearest true component.
+            vae_labels = gmm.mahalanobis_sq(samples[:m]).argmin(axis=1)
+            out["clusters"] = {
+                "criterion": settings.cluster_criterion,
+                "vae_samples": metrics.compare_clusters(
+                    samples[:m], vae_codes, settings.k_max, settings.cluster_criterion,
+                    labels=vae_labels, seed=seed),
+                "ground_truth": metrics.compare_clusters(
+                    truth[:m], gt_codes, settings.k_max, settings.cluster_criterion,
+                    labels=truth_labels[:m], seed=seed),
+            }
+            timings["clusters"] = time.perf_counter() - t0
+
+        if settings.nll:
+            t0 = time.perf_counter()
+            xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
+            model_lp = model.log_prob(torch.from_numpy(xt), k=settings.iwae_samples)
+            out["nll"] = metrics.heldout_nll(model_lp.double().cpu().numpy(), gmm.log_prob(xt))
+            out["nll"]["iwae_samples"] = settings.iwae_samples
+            timings["nll"] = time.perf_counter() - t0
+        out["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        return Evaluation(out, samples, truth, truth_labels)
+    finally:
+        torch.random.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        model.train(was_training)
