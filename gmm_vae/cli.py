@@ -33,6 +33,12 @@ def user_error_message(exc: BaseException) -> str | None:
 
     if isinstance(exc, ConfigError | TrainingDiverged):
         return _first_line(str(exc))
+    try:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+    except ImportError:  # pragma: no cover
+        MisconfigurationException = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if MisconfigurationException and isinstance(exc, MisconfigurationException):
+        return f"trainer: {_first_line(str(exc))}"
     if isinstance(exc, OverrideParseException | MissingConfigException):
         return _first_line(str(exc))
     if isinstance(exc, ConfigCompositionException):

@@ -7,6 +7,7 @@ can call it directly on configs composed with Hydra's compose API.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -69,6 +70,34 @@ def _write_status(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_json(run_dir / "status.json", {"status": status, **extra})
 
 
+def check_checkpoint(path: Path, setting: str) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) or raise a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{setting}={path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and EOF errors all mean the same to a user
+        raise ConfigError(f"{setting}={path}: cannot be read (corrupt or truncated checkpoint: "
+                          f"{type(exc).__name__})") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"{setting}={path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def check_state_dict(model: torch.nn.Module, ckpt: dict[str, Any], what: str) -> None:
+    """Raise a one-line ConfigError when a checkpoint's weights do not fit ``model``."""
+    theirs: dict[str, torch.Tensor] = ckpt["state_dict"]
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(theirs))
+    unexpected = sorted(set(theirs) - set(ours))
+    shapes = [k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    if missing or unexpected or shapes:
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} "
+                  f"mismatched tensors, e.g. {(missing + unexpected + sorted(shapes))[0]}")
+        raise ConfigError(f"{what}: does not match the config (model.* settings differ from "
+                          f"the run that wrote it: {detail})")
+
+
 def quiet_lightning() -> None:
     """Silence Lightning's advice that does not apply to in-memory tensor batches."""
     for pattern in (".*does not have many workers.*", ".*number of training batches.*",
@@ -77,36 +106,69 @@ def quiet_lightning() -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Train the VAE of ``cfg`` and leave a complete run directory; return the val loss."""
+    """Train the VAE of ``cfg``, evaluate it, and leave a complete run directory.
+
+    Returns the run's objective (see ``objective``): higher is better, NaN when unknown.
+    Every user mistake (config, spec file, checkpoint) raises ConfigError before the run
+    directory holds anything but Hydra's bookkeeping.
+    """
     config_mod.validate(cfg)
-    if cfg.ckpt_path and not Path(str(cfg.ckpt_path)).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     started = time.perf_counter()
-    dm = build_datamodule(cfg)  # may raise ConfigError (spec file) before anything is written
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dm = build_datamodule(cfg)  # may raise ConfigError (spec file)
+    model = build_model(cfg, dm)
+    if cfg.ckpt_path:
+        ckpt = check_checkpoint(Path(str(cfg.ckpt_path)), "ckpt_path")
+        check_state_dict(model, ckpt, f"ckpt_path={cfg.ckpt_path}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     _write_status(run_dir, "running")
     try:
-        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         dm.gmm.to_yaml(run_dir / "gmm.yaml")
-        model = build_model(cfg, dm)
         trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
         trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        evaluation: dict[str, Any] | None = None
+        if cfg.analysis.evaluate_at_end and trainer.is_global_zero:
+            from gmm_vae.report import write_evaluation
+
+            evaluation = write_evaluation(run_dir, model, dm, cfg, ckpt_label="final",
+                                          n_samples=int(cfg.analysis.eval_samples),
+                                          seed=int(cfg.seed))
     except BaseException as exc:
         _write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     wall = time.perf_counter() - started
-    _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics)
+    score = objective(evaluation)
+    _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
+                  objective=score if math.isfinite(score) else None)
     if trainer.is_global_zero:
-        print_summary(run_dir, metrics, wall, int(trainer.current_epoch))
-    return metrics.get("val/loss", float("nan"))
+        print_summary(run_dir, metrics, wall, int(trainer.current_epoch), evaluation)
+    return score
 
 
-def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int) -> None:
+def objective(evaluation: dict[str, Any] | None) -> float:
+    """One number to maximise in a search: share of modes captured minus the errors.
+
+    ``modes_captured / K - weights_tv - max(nll_gap, 0)``: 1 for a perfect model; each missed
+    mode costs 1/K, each nat of likelihood gap costs 1. NaN without an evaluation.
+    """
+    if not evaluation:
+        return float("nan")
+    cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
+    try:
+        score = (cov["modes_captured"] / cov["n_components"] - cov["weights_tv"]
+                 - max(float(nll.get("gap") or 0.0), 0.0))
+    except (KeyError, TypeError, ZeroDivisionError):
+        return float("nan")
+    return float(score)
+
+
+def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int,
+                  evaluation: dict[str, Any] | None = None) -> None:
     """A few lines a user reads at the end of a run: losses, where things are, what to do next."""
 
     def fmt(key: str) -> str:
@@ -118,6 +180,12 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
         f"Finished {epochs} epochs in {wall:.1f} s.",
         f"  train: loss {fmt('train/loss')}  recon {fmt('train/recon')}  kl {fmt('train/kl')}",
         f"  val:   loss {fmt('val/loss')}  recon {fmt('val/recon')}  kl {fmt('val/kl')}",
+    ]
+    if evaluation:
+        from gmm_vae.report import format_summary
+
+        lines.append(format_summary(evaluation))
+    lines += [
         f"  run dir:     {run_dir}",
         f"  checkpoints: {run_dir / 'checkpoints'}",
         f"  TensorBoard: tensorboard --logdir {run_dir}",

@@ -9,6 +9,7 @@ component means black crosses. ``save_figure`` writes a PNG atomically and relea
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from itertools import combinations
 from pathlib import Path
@@ -55,6 +56,8 @@ def tsne_embedding(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """
     from openTSNE import TSNE
 
+    # openTSNE logs its choices at INFO even with verbose=False; that is noise in a run's log.
+    logging.getLogger("openTSNE").setLevel(logging.WARNING)
     x = _as_2d(x)
     if x.shape[1] == 1:
         x = np.hstack([x, np.zeros_like(x)])

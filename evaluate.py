@@ -1,0 +1,16 @@
+"""Evaluate a trained run: ``python evaluate.py run_dir=<dir> [ckpt=last|best|<path>]`` (README)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from gmm_vae.cli import run_cli
+from gmm_vae.report import run_evaluation
+
+
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,514 @@
+"""The final evaluation of a run: metrics, samples, figures and a readable report in evaluation/.
+
+``write_evaluation`` is called at the end of training (``analysis.evaluate_at_end``) and by
+``evaluate.py`` through ``evaluate_run``, which rebuilds a trained model from a run directory
+alone. Every file is written atomically, so a killed evaluation never leaves a file that looks
+complete but is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import pickle
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from gmm_vae.errors import ConfigError
+from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+    from gmm_vae.gmm import GMM
+
+# torch, Lightning, SciPy and the plotting stack are imported where they are used: together they
+# take seconds to import, and ``evaluate.py`` should reject a mistyped run_dir instantly.
+
+EVAL_DIR = "evaluation"
+FIGURES = {
+    "tsne_latent": "tsne_latent.png",
+    "tsne_samples": "tsne_samples.png",
+    "pairwise": "pairwise.png",
+    "histograms": "histograms.png",
+}
+# Checkpoint names ``ckpt=`` accepts besides a path, and the file each one means.
+NAMED_CHECKPOINTS = {"last": "last.ckpt", "best": "best.ckpt"}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NumPy types made plain and every non-finite number made ``None``.
+
+    JSON has no NaN; a NaN written by ``json.dumps`` would make the file unreadable to strict
+    parsers, so it becomes null (as ``metrics.finite_or_none`` does).
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if callable(getattr(obj, "numel", None)) and obj.numel() == 1:  # a one-element tensor
+        return json_safe(obj.item())
+    return obj
+
+
+@contextlib.contextmanager
+def single_threaded_openmp() -> Iterator[None]:
+    """Run scikit-learn's OpenMP code (KMeans) on one thread inside the block.
+
+    The analysis works on a few thousand points, where threads buy nothing; but on a busy
+    machine OpenMP workers spin-wait for cores, and KMeans over k = 2..10 then takes 30 s
+    instead of 2 s. The previous limits are restored on exit.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+def _get(metrics: dict[str, Any], path: str) -> Any:
+    """``metrics["a"]["b"]`` for ``path="a.b"``, or None when any part is missing."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table: ``n/a`` when missing or not finite, ints as ints."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v, digits) for v in value)
+    return str(value)
+
+
+def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
+    """One line of the run's key settings, for figure titles and the report's header."""
+    d, m = cfg.data, cfg.model
+    mixture = (f"spec {Path(str(d.spec_path)).name}" if d.spec_path
+               else f"D={d.dim}, K={d.n_components}, data.seed={d.seed}")
+    parts = [str(cfg.get("name", "run")), mixture, f"latent {m.latent_dim}",
+             f"{m.likelihood} head", f"{m.prior} prior", f"beta={m.beta:g}"]
+    if ckpt_label:
+        parts.append(f"ckpt {ckpt_label}")
+    return ", ".join(parts)
+
+
+# ----------------------------------------------------------------------- the evaluation
+
+
+def write_evaluation(run_dir: str | Path, model: Any, datamodule: Any, cfg: DictConfig,
+                     ckpt_label: str, n_samples: int, seed: int = 0) -> dict[str, Any]:
+    """Evaluate ``model`` against ``datamodule.gmm`` and write ``<run_dir>/evaluation/``.
+
+    Files: ``metrics.json`` (every metric, NaN as null, plus ``checkpoint`` and ``seed``),
+    ``samples.npy`` (the ``n_samples`` x D VAE samples in data coordinates, float64), four PNG
+    figures and ``report.md``. The histogram figure is drawn on the same subset the mode counts
+    use, so its peaks are the report's numbers. Returns the metrics as written.
+    """
+    import torch
+
+    from gmm_vae import plots
+    from gmm_vae.evaluation import evaluate_model, settings_from_cfg
+
+    out_dir = Path(run_dir) / EVAL_DIR
+    settings = settings_from_cfg(cfg.analysis, int(n_samples))
+    gmm: GMM = datamodule.gmm
+    with single_threaded_openmp():
+        ev = evaluate_model(model, gmm, datamodule.x_test, settings, seed=seed)
+    metrics = json_safe({"checkpoint": str(ckpt_label), "seed": int(seed), **ev.metrics})
+    atomic_save_npy(out_dir / "samples.npy", np.asarray(ev.samples, dtype=np.float64))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+
+    title = run_title(cfg, ckpt_label)
+    a = cfg.analysis
+    tsne_points = int(a.tsne_points)
+    idx = np.arange(min(tsne_points, len(datamodule.x_test)))
+    codes = model.embed(torch.from_numpy(np.asarray(datamodule.x_test[idx]))).cpu().numpy()
+    m = settings.cluster_points
+    figures = {
+        "tsne_latent": plots.tsne_latent(codes, datamodule.y_test[idx], tsne_points=tsne_points,
+                                         seed=seed, title=title),
+        "tsne_samples": plots.tsne_samples_vs_truth(ev.samples, ev.truth,
+                                                    tsne_points=tsne_points, seed=seed,
+                                                    title=title),
+        "pairwise": plots.pairwise_projections(ev.samples, ev.truth, gmm.means, seed=seed,
+                                               title=title),
+        "histograms": plots.histograms_with_peaks(ev.samples[:m], ev.truth[:m],
+                                                  settings.hist_bins, settings.peak_height,
+                                                  settings.peak_distance, title=title),
+    }
+    for key, fig in figures.items():
+        plots.save_figure(fig, out_dir / FIGURES[key])
+    atomic_write_text(out_dir / "report.md", render_report(metrics, cfg, Path(run_dir)))
+    return metrics
+
+
+# --------------------------------------------------------------------------- the report
+
+# (label, metrics path of the VAE value, path of the ground-truth value)
+_STUDY_ROWS = (
+    ("KMeans k on the points", "clusters.vae_samples.k_data", "clusters.ground_truth.k_data"),
+    ("KMeans k on their latent codes", "clusters.vae_samples.k_latent",
+     "clusters.ground_truth.k_latent"),
+    ("adjusted Rand index, points (1 = true partition, 0 = chance)",
+     "clusters.vae_samples.ari_data", "clusters.ground_truth.ari_data"),
+    ("adjusted Rand index, latent codes", "clusters.vae_samples.ari_latent",
+     "clusters.ground_truth.ari_latent"),
+    ("histogram modes, all coordinates pooled", "modes.vae_samples", "modes.ground_truth"),
+    ("histogram modes per axis", "modes.vae_samples_per_axis", "modes.ground_truth_per_axis"),
+)
+
+
+def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, value, reference, one-line definition with range and better direction)."""
+    g = lambda path: _get(metrics, path)  # noqa: E731
+    k = g("coverage.n_components")
+    iwae = g("nll.iwae_samples")
+    return [
+        ("modes captured", f"{_fmt(g('coverage.modes_captured'))} / {_fmt(k)}",
+         f"all {_fmt(k)}",
+         "true components that receive at least `analysis.min_share` of the high-quality "
+         "samples; 0 to K, higher is better"),
+        ("high-quality share", _fmt(g("coverage.hq_fraction")),
+         f"perfect {_fmt(g('coverage.hq_perfect'))}",
+         "share of samples within Mahalanobis distance `analysis.hq_threshold` of their nearest "
+         "true component; 0 to 1, closest to perfect is best (above it: too concentrated)"),
+        ("median-ellipsoid fraction", _fmt(g("coverage.median_fraction")),
+         f"calibrated 0.5 (truth {_fmt(g('coverage_truth.median_fraction'))})",
+         "share of samples inside their component's median (chi-square) ellipsoid; 0 to 1, "
+         "0.5 is calibrated, above: too concentrated, below: too diffuse"),
+        ("mixing-weight TV", _fmt(g("coverage.weights_tv")),
+         f"0 (truth's sampling noise {_fmt(g('coverage_truth.weights_tv'))})",
+         "total-variation distance between the true weights and the shares of high-quality "
+         "samples per component; 0 to 1, lower is better"),
+        ("held-out NLL, model", _fmt(g("nll.model")), f"true density {_fmt(g('nll.true'))}",
+         f"mean negative log-likelihood of the test points, nats per point (IWAE, "
+         f"k={_fmt(iwae)}); lower is better, the true density is the best possible"),
+        ("NLL gap", _fmt(g("nll.gap")), "0",
+         "model NLL minus true NLL; >= 0 in expectation, 0 is perfect, lower is better"),
+        ("sliced Wasserstein", _fmt(g("distance.sliced_wasserstein")),
+         f"floor {_fmt(g('distance.sliced_wasserstein_floor'))}",
+         "sliced 2-Wasserstein distance between VAE and ground-truth samples, data units; >= 0, "
+         "lower is better, at the floor (two truth halves) it is indistinguishable at this n"),
+        ("N-D mode count (mean-shift)", _fmt(g("modes.nd_vae_samples")),
+         f"truth {_fmt(g('modes.nd_ground_truth'))}",
+         "modes found by mean-shift in all D dimensions, no true parameters used; closer to the "
+         "truth's count is better"),
+    ]
+
+
+def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> str:
+    """``report.md``: the study's table beside the trusted measures, then the figures."""
+    g = lambda path: _get(metrics, path)  # noqa: E731
+    a = cfg.analysis
+    n = g("n_samples")
+    criterion = g("clusters.criterion") or a.cluster_criterion
+    lines = [
+        f"# Evaluation: {cfg.get('name', 'run')}",
+        "",
+        f"{run_title(cfg)}.",
+        "",
+        f"Run `{run_dir}`, checkpoint `{metrics.get('checkpoint')}`, seed {metrics.get('seed')}: "
+        f"{_fmt(n)} VAE samples against {_fmt(n)} fresh samples of the true mixture "
+        f"(`gmm.yaml`). All files here are relative to this report.",
+        "",
+        "## The study's instruments",
+        "",
+        f"Computed as the study did, on the first {_fmt(min(int(a.n_samples), int(n or 0)))} "
+        f"samples of each set: KMeans k by {criterion} (k up to {a.k_max}), and peaks of a "
+        f"{a.hist_bins}-bin density histogram. They undercount modes that overlap in a "
+        "projection, so read them beside the ground-truth column, not as absolute counts.",
+        "",
+        "| instrument | VAE samples | ground truth |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {_fmt(g(vae), 2)} | {_fmt(g(gt), 2)} |"
+              for label, vae, gt in _STUDY_ROWS]
+    lines += [
+        "",
+        "## Trusted measures",
+        "",
+        "| measure | value | reference | definition (range; better) |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {value} | {ref} | {definition} |"
+              for name, value, ref, definition in _trusted_rows(metrics)]
+    shares, captured = g("coverage.shares"), g("coverage.captured")
+    weights = _true_weights(run_dir)
+    if shares:
+        lines += ["", "Per component: true weight, share of the high-quality VAE samples, "
+                  "captured.", "", "| component | true weight | VAE share | captured |",
+                  "|---|---|---|---|"]
+        for i, share in enumerate(shares):
+            w = weights[i] if weights is not None and i < len(weights) else None
+            cap = captured[i] if captured and i < len(captured) else None
+            lines.append(f"| {i} | {_fmt(w)} | {_fmt(share)} | "
+                         f"{'yes' if cap else 'no' if cap is not None else 'n/a'} |")
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "Ground truth is blue, VAE samples orange, true component means black crosses.",
+        "",
+        "- [`tsne_latent.png`](tsne_latent.png): latent codes of test points coloured by their "
+        "true component, raw and t-SNE; separate colours mean the encoder separates the modes.",
+        "- [`tsne_samples.png`](tsne_samples.png): one t-SNE map of VAE and truth samples; a "
+        "blue cluster with no orange is a missed mode.",
+        "- [`pairwise.png`](pairwise.png): 2-D projections on every pair of axes, in data units.",
+        "- [`histograms.png`](histograms.png): the histograms the mode counts above come from, "
+        "with the counted peaks marked.",
+        "",
+    ]
+    for key, name in FIGURES.items():
+        lines += [f"![{key}]({name})", ""]
+    timings = g("timings_s")
+    if timings:
+        lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def _true_weights(run_dir: Path) -> list[float] | None:
+    from gmm_vae.gmm import GMM
+
+    path = run_dir / "gmm.yaml"
+    try:
+        return GMM.from_yaml(path).weights.tolist() if path.is_file() else None
+    except ConfigError:
+        return None
+
+
+def format_summary(metrics: dict[str, Any]) -> str:
+    """The few lines printed when an evaluation ends: coverage, NLL, and the study's k."""
+    g = lambda path: _get(metrics, path)  # noqa: E731
+    gap = g("nll.gap")
+    return "\n".join([
+        f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
+        f"{_fmt(g('n_samples'))} samples, seed {_fmt(metrics.get('seed'))}):",
+        f"  modes captured {_fmt(g('coverage.modes_captured'))}/"
+        f"{_fmt(g('coverage.n_components'))}   HQ share {_fmt(g('coverage.hq_fraction'))} "
+        f"(perfect {_fmt(g('coverage.hq_perfect'))})   weights TV {_fmt(g('coverage.weights_tv'))}",
+        f"  NLL gap {_fmt(gap)} nats/point (model {_fmt(g('nll.model'))}, "
+        f"true {_fmt(g('nll.true'))})   sliced W {_fmt(g('distance.sliced_wasserstein'))} "
+        f"(floor {_fmt(g('distance.sliced_wasserstein_floor'))})",
+        f"  KMeans k, points/latent: VAE samples {_fmt(g('clusters.vae_samples.k_data'))}/"
+        f"{_fmt(g('clusters.vae_samples.k_latent'))}, ground truth "
+        f"{_fmt(g('clusters.ground_truth.k_data'))}/{_fmt(g('clusters.ground_truth.k_latent'))}",
+    ])
+
+
+# ----------------------------------------------------------------------- evaluate.py
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    """evaluate.py's body: ``evaluate_run`` on the command's settings, with one-line errors.
+
+    A user mistake is printed as ``error: <one line>`` with exit code 2 right here: re-raised,
+    Hydra would first print its own "Error executing job" banner. ``HYDRA_FULL_ERROR=1`` shows
+    the traceback instead.
+    """
+    from gmm_vae.cli import EXIT_USAGE, user_error_message
+
+    try:
+        return evaluate_run(cfg.run_dir, cfg.ckpt, cfg.n_samples, cfg.seed)
+    except Exception as exc:
+        # A ConfigError is already one line; asking cli for it would import Lightning first.
+        message = str(exc) if isinstance(exc, ConfigError) else user_error_message(exc)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
+                 n_samples: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """evaluate.py's body: rebuild a run's model from its directory and write ``evaluation/``.
+
+    The config comes from ``<run_dir>/.hydra/config.yaml``, the mixture is rebuilt from it and
+    checked against ``<run_dir>/gmm.yaml`` (the file wins if they differ, since it is what the
+    run trained on), and the checkpoint is read with ``weights_only=True`` so a checkpoint from
+    elsewhere cannot run code. ``n_samples=None`` means the run's ``analysis.eval_samples``,
+    i.e. the same evaluation training ends with. Every user mistake is a one-line ConfigError.
+    """
+    from gmm_vae import pipeline
+
+    if run_dir is None or str(run_dir).strip() == "":
+        raise ConfigError("run_dir is required: python evaluate.py run_dir=<a train.py run "
+                          "directory>")
+    if n_samples is not None and (not isinstance(n_samples, int) or isinstance(n_samples, bool)
+                                  or n_samples < 1):
+        raise ConfigError(f"n_samples must be a positive integer (got {n_samples!r})")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer (got {seed!r})")
+    run_dir = Path(str(run_dir)).expanduser()
+    cfg = load_run_config(run_dir)
+    ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
+    state = load_checkpoint(ckpt_path, label)
+    n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
+    import torch
+
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
+
+    pipeline.quiet_lightning()
+    dm = datamodule_for_run(cfg, run_dir)
+    model = pipeline.build_model(cfg, dm)
+    load_weights(model, state, label)
+    model.eval()
+    metrics = write_evaluation(run_dir, model, dm, cfg, label, n, seed)
+    out = run_dir / EVAL_DIR
+    print("\n".join([
+        format_summary(metrics),
+        f"  report:  {out / 'report.md'}",
+        f"  metrics: {out / 'metrics.json'}   samples: {out / 'samples.npy'}",
+        f"  figures: {', '.join(str(out / f) for f in FIGURES.values())}",
+    ]), flush=True)
+    return metrics
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The run's composed config, on the current schema (so settings added since get defaults)."""
+    from gmm_vae import config as config_mod
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir} does not exist")
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"run_dir={run_dir}: not a train.py run directory (no "
+                          ".hydra/config.yaml)")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig), OmegaConf.load(path))
+    except Exception as exc:  # YAML or schema errors: both mean the file cannot be used
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"run_dir={run_dir}: .hydra/config.yaml cannot be used ({first})") \
+            from None
+    config_mod.validate(cfg)  # type: ignore[arg-type]
+    return cfg  # type: ignore[return-value]
+
+
+def resolve_checkpoint(run_dir: Path, ckpt: str | int | None) -> tuple[Path, str]:
+    """The checkpoint file ``ckpt`` names, and the label reports show for it.
+
+    ``last`` / ``best`` are the run's own checkpoints; anything else is a path, tried as given
+    and then relative to the run directory.
+    """
+    value = "" if ckpt is None else str(ckpt).strip()
+    if value in NAMED_CHECKPOINTS:
+        path = run_dir / "checkpoints" / NAMED_CHECKPOINTS[value]
+        if path.is_file():
+            return path, value
+        found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        hint = (f"found {', '.join(found)} in its checkpoints/; pass ckpt=<path>" if found
+                else "the run saved no checkpoints (callbacks.checkpoint=false, or it was "
+                "stopped before its first epoch ended)")
+        raise ConfigError(f"ckpt={value}: {path} not found; {hint}")
+    looks_like_path = value.endswith(".ckpt") or "/" in value or os.sep in value
+    candidates = [Path(value).expanduser(), run_dir / value] if value else []
+    for path in candidates:
+        if path.is_file():
+            return path, value
+    if not looks_like_path:
+        raise ConfigError(f"ckpt must be last, best or the path of a .ckpt file (got {value!r})")
+    raise ConfigError(f"ckpt={value}: no such checkpoint file")
+
+
+def load_checkpoint(path: Path, label: str) -> dict[str, Any]:
+    """The checkpoint's contents, read with ``weights_only=True`` (tensors and plain data only)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise ConfigError(f"ckpt={label}: {path} holds objects other than tensors and plain "
+                              "data, which a weights-only load refuses") from None
+        raise ConfigError(f"ckpt={label}: {path} cannot be read (corrupt or truncated "
+                          "checkpoint)") from None
+    except Exception:
+        raise ConfigError(f"ckpt={label}: {path} cannot be read (corrupt or truncated "
+                          "checkpoint)") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ConfigError(f"ckpt={label}: {path} is not a Lightning checkpoint (no state_dict)")
+    return state
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], label: str) -> None:
+    """Load the checkpoint's weights, naming the first mismatches if it is another model's."""
+    got: dict[str, Any] = state["state_dict"]
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    reshaped = [f"{k} {list(got[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+                if k in got and tuple(getattr(got[k], "shape", ())) != tuple(v.shape)]
+
+    def few(names: list[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        return ", ".join(names[:3]) + more
+
+    problems = [f"{what} {few(names)}" for what, names in (
+        ("missing", missing), ("unexpected", unexpected),
+        ("shape (checkpoint vs config) of", reshaped)) if names]
+    if problems:
+        raise ConfigError(f"ckpt={label}: does not match the run's config ({'; '.join(problems)})")
+    model.load_state_dict(got)
+
+
+def _same_gmm(a: GMM, b: GMM) -> bool:
+    return all(x.shape == y.shape and np.allclose(x, y, rtol=1e-9, atol=1e-12)
+               for x, y in ((a.means, b.means), (a.covariances, b.covariances),
+                            (a.weights, b.weights)))
+
+
+def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
+    """The run's data module, on exactly the mixture it trained on.
+
+    Rebuilt from the config (same seeds, same test points). ``<run_dir>/gmm.yaml`` is the record
+    of the mixture actually used: if the rebuild differs (a spec file edited or moved since),
+    the data module is rebuilt from ``gmm.yaml`` instead, with a warning.
+    """
+    from gmm_vae import pipeline
+    from gmm_vae.gmm import GMM
+
+    saved_path = run_dir / "gmm.yaml"
+    saved = GMM.from_yaml(saved_path) if saved_path.is_file() else None
+    try:
+        dm = pipeline.build_datamodule(cfg)
+    except ConfigError as exc:
+        if saved is None:
+            raise
+        dm, reason = None, str(exc)
+    else:
+        reason = "it differs from the mixture rebuilt from the run's config"
+    if saved is not None and (dm is None or not _same_gmm(dm.gmm, saved)):
+        print(f"warning: using {saved_path} ({reason})", file=sys.stderr, flush=True)
+        cfg = copy.deepcopy(cfg)  # the caller's config keeps its own spec_path
+        cfg.data.spec_path = str(saved_path)
+        dm = pipeline.build_datamodule(cfg)
+    return dm

@@ -1,0 +1,136 @@
+"""The instruments of metrics.py against answers known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmm_vae import metrics
+from gmm_vae.gmm import GMM
+
+# Four components 12 units apart with standard deviation 0.5-0.8: no metric can confuse them.
+MEANS = np.array([[0.0, 0.0, 0.0], [12.0, 0.0, 0.0], [0.0, 12.0, 0.0], [0.0, 0.0, 12.0]])
+
+
+@pytest.fixture(scope="module")
+def separated() -> GMM:
+    covs = np.stack([np.diag([0.5, 0.6, 0.7]) ** 2, np.diag([0.8, 0.5, 0.5]) ** 2,
+                     np.eye(3) * 0.6**2, np.diag([0.5, 0.8, 0.6]) ** 2])
+    return GMM(MEANS, covs, np.array([0.1, 0.2, 0.3, 0.4]))
+
+
+@pytest.fixture(scope="module")
+def truth(separated: GMM) -> tuple[np.ndarray, np.ndarray]:
+    return separated.sample(20_000, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("criterion", ["silhouette", "bic"])
+def test_optimal_k_finds_the_four_separated_components(truth, criterion: str) -> None:
+    x, labels = truth
+    k, found = metrics.optimal_k(x[:1500], k_max=6, criterion=criterion)
+    assert k == 4
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(labels[:1500], found) == pytest.approx(1.0)
+
+
+def test_compare_clusters_reports_k_and_ari_for_points_and_codes(truth) -> None:
+    x, labels = truth
+    # A 2-D "latent" that keeps the separation: the first two principal directions.
+    codes = x[:1500] @ np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    out = metrics.compare_clusters(x[:1500], codes, k_max=6, labels=labels[:1500])
+    assert (out["k_data"], out["k_latent"]) == (4, 4)
+    assert out["ari_data"] == pytest.approx(1.0)
+    assert out["ari_latent"] == pytest.approx(1.0)
+
+
+def test_mode_coverage_of_true_samples_is_complete_and_calibrated(separated, truth) -> None:
+    x, _ = truth
+    cov = metrics.mode_coverage(x, separated)
+    assert cov["modes_captured"] == 4
+    assert cov["n_components"] == 4
+    assert cov["weights_tv"] < 0.02
+    assert cov["hq_perfect"] == pytest.approx(0.971, abs=1e-3)
+    assert cov["hq_fraction"] == pytest.approx(cov["hq_perfect"], abs=0.01)
+    assert cov["hq_ratio"] == pytest.approx(1.0, abs=0.011)
+    assert cov["median_fraction"] == pytest.approx(0.5, abs=0.02)
+    assert cov["captured"] == [True] * 4
+
+
+def test_mode_coverage_of_one_component_captures_one_of_four(separated) -> None:
+    rng = np.random.default_rng(1)
+    one = MEANS[2] + 0.6 * rng.standard_normal((5000, 3))
+    cov = metrics.mode_coverage(one, separated)
+    assert cov["modes_captured"] == 1
+    assert cov["captured"] == [False, False, True, False]
+    # All high-quality mass on a component of weight 0.3: TV = 1 - 0.3.
+    assert cov["weights_tv"] == pytest.approx(0.7)
+
+
+def test_samples_at_the_means_are_all_inside_the_median_ellipsoid(separated) -> None:
+    at_means = np.repeat(MEANS, 250, axis=0)
+    cov = metrics.mode_coverage(at_means, separated)
+    assert cov["median_fraction"] == 1.0
+    assert cov["hq_fraction"] == 1.0  # above the perfect 0.971: too concentrated
+
+
+def test_perfect_hq_fraction_is_the_chi_square_probability() -> None:
+    assert metrics.perfect_hq_fraction(3) == pytest.approx(0.9707, abs=1e-4)
+    assert metrics.perfect_hq_fraction(1) == pytest.approx(0.9973, abs=1e-4)
+    # The same threshold keeps less of the mass as the dimension grows.
+    assert metrics.perfect_hq_fraction(10) < metrics.perfect_hq_fraction(3)
+
+
+def test_identify_modes_counts_two_peaks_of_a_bimodal_sample() -> None:
+    rng = np.random.default_rng(2)
+    bimodal = np.concatenate([rng.normal(-4, 1, 25_000), rng.normal(4, 1, 25_000)])
+    out = metrics.identify_modes(bimodal[:, None])
+    assert out["flattened"] == 2
+    assert out["per_axis"] == [2]
+    peaks = metrics.histogram_modes(bimodal).peaks
+    np.testing.assert_allclose(np.sort(peaks), [-4, 4], atol=0.5)
+
+
+def test_identify_modes_counts_one_peak_of_a_unimodal_sample() -> None:
+    unimodal = np.random.default_rng(3).normal(0, 1, (50_000, 1))
+    out = metrics.identify_modes(unimodal)
+    assert out["flattened"] == 1
+    assert out["max_per_axis"] == 1
+
+
+def test_count_modes_finds_the_four_components(truth) -> None:
+    x, _ = truth
+    out = metrics.count_modes(x[:3000])
+    assert out["count"] == 4
+    centres = np.array(out["centres"])
+    # Each found centre is near one true mean, and every mean is found.
+    dist = np.linalg.norm(centres[:, None, :] - MEANS[None, :, :], axis=2)
+    assert sorted(dist.argmin(axis=1).tolist()) == [0, 1, 2, 3]
+    assert dist.min(axis=1).max() < 0.5
+
+
+def test_heldout_nll_gap_is_zero_when_the_model_is_the_truth(separated, truth) -> None:
+    x, _ = truth
+    lp = separated.log_prob(x[:1000])
+    out = metrics.heldout_nll(lp, lp)
+    assert out["gap"] == 0.0
+    assert out["model"] == out["true"] == pytest.approx(-lp.mean())
+    worse = metrics.heldout_nll(lp - 0.5, lp)
+    assert worse["gap"] == pytest.approx(0.5)
+
+
+def test_sliced_wasserstein_is_zero_for_identical_clouds_and_grows_with_a_shift(truth) -> None:
+    x, _ = truth
+    a = x[:2000]
+    assert metrics.sliced_wasserstein(a, a) == pytest.approx(0.0, abs=1e-9)
+    shifts = [metrics.sliced_wasserstein(a, a + np.array([s, 0.0, 0.0])) for s in (0.5, 1.0, 2.0)]
+    assert shifts[0] < shifts[1] < shifts[2]
+    # A shift s along one axis of a 3-D cloud moves each random projection by s*theta_x, so the
+    # sliced 2-Wasserstein distance is s * sqrt(E[theta_x^2]) = s / sqrt(3).
+    assert shifts[2] == pytest.approx(2.0 / np.sqrt(3.0), rel=0.1)
+
+
+def test_finite_or_none_turns_non_finite_numbers_into_none() -> None:
+    assert metrics.finite_or_none(1.5) == 1.5
+    assert metrics.finite_or_none(float("nan")) is None
+    assert metrics.finite_or_none(float("inf")) is None
