@@ -36,7 +36,7 @@ def user_error_message(exc: BaseException) -> str | None:
     try:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
     except ImportError:  # pragma: no cover
-        MisconfigurationException = ()  # type: ignore[assignment,misc]  # noqa: N806
+        MisconfigurationException = ()  # type: ignore[assignment,misc]
     if MisconfigurationException and isinstance(exc, MisconfigurationException):
         return f"trainer: {_first_line(str(exc))}"
     if isinstance(exc, OverrideParseException | MissingConfigException):

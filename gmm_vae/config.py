@@ -41,6 +41,7 @@ class DataConfig:
     weight_concentration: float = 5.0
     min_separation: float = 2.0
     normalization: str = "standard"
+    steps_per_call: int = 8
 
 
 @dataclass
@@ -168,7 +169,8 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 def validate(cfg: DictConfig) -> None:
     """Semantic checks the type system cannot express; raise ConfigError on the first failure."""
     for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
-                "data.batch_size", "model.latent_dim", "model.prior_components",
+                "data.batch_size", "data.steps_per_call", "model.latent_dim",
+                "model.prior_components",
                 "model.flow_transforms", "model.flow_hidden", "trainer.max_epochs",
                 "analysis.tsne_points", "analysis.n_samples", "analysis.hist_bins",
                 "analysis.peak_distance", "analysis.iwae_samples", "analysis.eval_samples"):

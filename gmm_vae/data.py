@@ -66,8 +66,10 @@ class TensorBatches:
         epoch_fn: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
+        group: int = 1,
     ) -> None:
         self.data = data
+        self.group = max(1, group)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -78,7 +80,8 @@ class TensorBatches:
         self.n_local = len(data) // world_size if world_size > 1 else len(data)
 
     def __len__(self) -> int:
-        return -(-self.n_local // self.batch_size)
+        n_batches = -(-self.n_local // self.batch_size)
+        return -(-n_batches // self.group)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self.data)
@@ -90,7 +93,12 @@ class TensorBatches:
         if self.world_size > 1:
             index = index[self.rank :: self.world_size][: self.n_local]
         data = self.data[index] if self.shuffle or self.world_size > 1 else self.data
-        yield from data.split(self.batch_size)
+        batches = data.split(self.batch_size)
+        if self.group == 1:
+            yield from batches
+        else:
+            for start in range(0, len(batches), self.group):
+                yield list(batches[start : start + self.group])
 
 
 class GMMDataModule(L.LightningDataModule):
@@ -112,6 +120,7 @@ class GMMDataModule(L.LightningDataModule):
         weight_concentration: float = 5.0,
         min_separation: float = 2.0,
         normalization: str = "standard",
+        steps_per_call: int = 8,
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -131,6 +140,7 @@ class GMMDataModule(L.LightningDataModule):
         self.seed = seed
         self.shuffle_seed = shuffle_seed
         self.batch_size = batch_size
+        self.steps_per_call = steps_per_call
         self._draw(n_samples, n_val, n_test, normalization)
 
     def _draw(self, n_train: int, n_val: int, n_test: int, normalization: str) -> None:
@@ -164,7 +174,8 @@ class GMMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank_world()
         return TensorBatches(self.t_train, self.batch_size, shuffle=True, seed=self.shuffle_seed,
-                             epoch_fn=self._epoch, rank=rank, world_size=world)
+                             epoch_fn=self._epoch, rank=rank, world_size=world,
+                             group=self.steps_per_call)
 
     def val_dataloader(self) -> TensorBatches:
         # Validation is not sharded: every rank sees the whole (small) set, so the logged value

@@ -60,11 +60,17 @@ class VAE(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: str = "none",
+        gradient_clip_val: float | None = None,
         data_shift: Sequence[float] | None = None,
         data_scale: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Manual optimisation: one backward and one Adam step per batch, without Lightning's
+        # closure machinery, which costs more than this tiny model's maths (README,
+        # "Performance"). Precision plugins and DDP still apply via manual_backward/optimizers().
+        self.automatic_optimization = False
+        self._acc: dict[str, torch.Tensor | int] = {"count": 0}
         hidden = list(hidden_dims)
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.likelihood = likelihood
@@ -152,26 +158,66 @@ class VAE(L.LightningModule):
         return {"loss": loss, "recon": recon_mean, "kl": kl.mean()}
 
     # ----------------------------------------------------- lightning hooks
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        terms = self.loss_terms(batch)
-        stacked = torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach()
-        # Epoch means are accumulated on the device, without a host sync or a ``self.log`` per
-        # step (Lightning's logging bookkeeping costs more than this tiny model's maths).
-        n = len(batch)
-        self._epoch_sum = stacked * n if batch_idx == 0 else self._epoch_sum + stacked * n
-        self._epoch_count = n if batch_idx == 0 else self._epoch_count + n
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
-        if every and (self.global_step + 1) % every == 0:
-            self.log_dict({f"train/{k}_step": v for k, v in zip(_TERMS, stacked, strict=True)},
-                          on_step=True, on_epoch=False, batch_size=n)
-        return terms["loss"]
+    def training_step(self, batch: torch.Tensor | list[torch.Tensor],
+                      batch_idx: int) -> torch.Tensor:
+        """One optimiser step per mini-batch; ``batch`` may be a group of mini-batches.
+
+        The data module hands over ``data.steps_per_call`` mini-batches per Lightning step, so
+        Lightning's per-step bookkeeping is paid once per group instead of once per mini-batch
+        (README, "Performance"). Each mini-batch still gets its own forward, backward and Adam
+        step, exactly as if it had come alone.
+        """
+        batches = batch if isinstance(batch, list | tuple) else [batch]
+        opt = self.optimizers()
+        checked = None
+        for mini in batches:
+            terms = self.loss_terms(mini)
+            opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            self.manual_backward(terms["loss"])
+            if self.hparams.gradient_clip_val:
+                self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
+                                    gradient_clip_algorithm="norm")
+            opt.step()  # type: ignore[union-attr]
+            stacked = torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach()
+            # A NaN anywhere in the group makes the sum NaN: the guard sees it without a sync.
+            checked = stacked[0] if checked is None else checked + stacked[0]
+            self._accumulate(stacked, len(mini))
+        self._sync_logging_step(len(batches))
+        return checked  # type: ignore[return-value]
+
+    def _accumulate(self, stacked: torch.Tensor, n: int) -> None:
+        """Epoch sums on the device (no host sync); step values every log_every_n_steps."""
+        acc = self._acc
+        if acc["count"] == 0:
+            acc["sum"], acc["count"] = stacked * n, n
+        else:
+            acc["sum"], acc["count"] = acc["sum"] + stacked * n, int(acc["count"]) + n
+        trainer = self._trainer
+        every = trainer.log_every_n_steps if trainer is not None else 0
+        if every and self.global_step % every == 0 and trainer.is_global_zero:
+            values = {f"train/{k}_step": float(v) for k, v in zip(_TERMS, stacked, strict=True)}
+            for logger in self.loggers:
+                logger.log_metrics(values, step=self.global_step)
+
+    def _sync_logging_step(self, n_steps: int) -> None:
+        """Keep Lightning's logging x-axis in optimiser steps when a call holds several."""
+        trainer = self._trainer
+        if trainer is None or n_steps <= 1:
+            return
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_batches_that_stepped"):
+            loop._batches_that_stepped += n_steps - 1
 
     def on_train_epoch_end(self) -> None:
-        if getattr(self, "_epoch_count", 0):
-            means = self._epoch_sum / self._epoch_count
+        acc = self._acc
+        if acc["count"]:
+            means = acc["sum"] / acc["count"]
             self.log_dict({f"train/{k}": v for k, v in zip(_TERMS, means, strict=True)},
                           on_step=False, on_epoch=True, sync_dist=True)
-            self._epoch_count = 0
+            acc["count"] = 0
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()  # type: ignore[union-attr]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         terms = self.loss_terms(batch)
@@ -183,8 +229,10 @@ class VAE(L.LightningModule):
         self.log_dict({f"test/{k}": v for k, v in terms.items()}, batch_size=len(batch))
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        # The fused kernel does one pass over all parameters: ~3x faster than the default loop
+        # for a model this small (measured on CPU; also used on CUDA).
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                               weight_decay=self.hparams.weight_decay)
+                               weight_decay=self.hparams.weight_decay, fused=True)
         if self.hparams.lr_schedule == "cosine" and self.trainer.max_epochs:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -47,6 +47,7 @@ def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
     model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
     return VAE(
         data_dim=dm.dim,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
         data_shift=dm.normalizer.shift.tolist(),
         data_scale=dm.normalizer.scale.tolist(),
         **model_kwargs,
@@ -55,6 +56,8 @@ def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
     trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore
+    # Gradient clipping is done by the model (manual optimisation), not by the Trainer.
+    trainer_kwargs.pop("gradient_clip_val", None)
     trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if v is not None}
     logger: Any = False
     if cfg.logger.tensorboard:
@@ -115,8 +118,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     config_mod.validate(cfg)
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
+    threads = int(cfg.torch_threads) if cfg.torch_threads else _threads_for_parallel_jobs()
+    if threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)  # may raise ConfigError (spec file)
@@ -125,7 +129,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         ckpt = check_checkpoint(Path(str(cfg.ckpt_path)), "ckpt_path")
         check_state_dict(model, ckpt, f"ckpt_path={cfg.ckpt_path}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_status(run_dir, "running")
+    rank_zero = _is_rank_zero()
+    if rank_zero:
+        _write_status(run_dir, "running")
     try:
         dm.gmm.to_yaml(run_dir / "gmm.yaml")
         trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
@@ -138,16 +144,65 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
             evaluation = write_evaluation(run_dir, model, dm, cfg, ckpt_label="final",
                                           n_samples=int(cfg.analysis.eval_samples),
                                           seed=int(cfg.seed))
+            log_hparams(trainer, cfg, evaluation)
     except BaseException as exc:
-        _write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        if rank_zero:
+            _write_status(run_dir, "failed",
+                          error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
     wall = time.perf_counter() - started
     score = objective(evaluation)
-    _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
-                  objective=score if math.isfinite(score) else None)
+    if trainer.is_global_zero:
+        _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
+                      objective=score if math.isfinite(score) else None)
     if trainer.is_global_zero:
         print_summary(run_dir, metrics, wall, int(trainer.current_epoch), evaluation)
     return score
+
+
+def _is_rank_zero() -> bool:
+    """True in the process that owns the run dir (Lightning sets these in DDP children)."""
+    return all(int(os.environ.get(v, "0")) == 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def _threads_for_parallel_jobs() -> int | None:
+    """Split the cores between the jobs of a parallel launcher, so they do not fight.
+
+    Under ``hydra/launcher=joblib`` with ``n_jobs`` jobs at once each job gets
+    ``cpu_count // n_jobs`` threads (at least 1); elsewhere torch's default stands.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return None
+    cpus = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs", -1) or -1)
+    n_jobs = cpus if n_jobs < 0 else n_jobs
+    return max(1, cpus // max(1, n_jobs))
+
+
+HPARAM_KEYS = ("data.n_components", "data.dim", "data.seed", "data.n_samples",
+               "model.latent_dim", "model.likelihood", "model.prior", "model.beta",
+               "model.lr", "model.prior_components", "trainer.max_epochs", "seed")
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any]) -> None:
+    """Hyper-parameters beside the final metrics, for TensorBoard's HPARAMS tab in sweeps."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if not isinstance(trainer.logger, TensorBoardLogger):
+        return
+    params = {k: OmegaConf.select(cfg, k) for k in HPARAM_KEYS}
+    params["model.hidden_dims"] = str(list(cfg.model.hidden_dims))
+    cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
+    metrics = {"hp/modes_captured": cov.get("modes_captured"), "hp/hq_ratio": cov.get("hq_ratio"),
+               "hp/weights_tv": cov.get("weights_tv"), "hp/nll_gap": nll.get("gap"),
+               "hp/objective": objective(evaluation)}
+    metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+    trainer.logger.log_hyperparams(params, metrics)
 
 
 def objective(evaluation: dict[str, Any] | None) -> float:

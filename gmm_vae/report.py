@@ -357,8 +357,6 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     elsewhere cannot run code. ``n_samples=None`` means the run's ``analysis.eval_samples``,
     i.e. the same evaluation training ends with. Every user mistake is a one-line ConfigError.
     """
-    from gmm_vae import pipeline
-
     if run_dir is None or str(run_dir).strip() == "":
         raise ConfigError("run_dir is required: python evaluate.py run_dir=<a train.py run "
                           "directory>")
@@ -370,13 +368,15 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     run_dir = Path(str(run_dir)).expanduser()
     cfg = load_run_config(run_dir)
     ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
-    state = load_checkpoint(ckpt_path, label)
     n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
+    # Only now the heavy imports, so every mistake above is reported at once.
     import torch
 
+    from gmm_vae import pipeline
+
+    state = load_checkpoint(ckpt_path, label)
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
-
     pipeline.quiet_lightning()
     dm = datamodule_for_run(cfg, run_dir)
     model = pipeline.build_model(cfg, dm)
@@ -446,7 +446,7 @@ def load_checkpoint(path: Path, label: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower():
+        if "unsupported global" in str(exc).lower():
             raise ConfigError(f"ckpt={label}: {path} holds objects other than tensors and plain "
                               "data, which a weights-only load refuses") from None
         raise ConfigError(f"ckpt={label}: {path} cannot be read (corrupt or truncated "

@@ -1,0 +1,29 @@
+"""Hydra callbacks: summarise a multirun when it ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class SummarizeSweep(Callback):
+    """On ``on_multirun_end`` write summary.csv / summary.md / figures into the sweep dir."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from gmm_vae.summarize import summarize_sweep
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        try:
+            paths = summarize_sweep(sweep_dir)
+        except Exception as exc:  # a summary problem must never hide the sweep's own results
+            log.error("could not summarise %s: %s", sweep_dir, exc)
+            return
+        print(f"Sweep summary: {paths['markdown']}", flush=True)
