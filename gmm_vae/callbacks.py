@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig
 
+from gmm_vae.errors import TrainingDiverged
 
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being finite; the message says where and what to try."""
+__all__ = ["NaNGuard", "RNGState", "TrainingDiverged", "build_callbacks"]
 
 
 class NaNGuard(L.Callback):
@@ -110,9 +110,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         )
     if cfg.trainer.enable_progress_bar and cfg.callbacks.progress_refresh_rate > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.callbacks.progress_refresh_rate)))
-    try:
-        from gmm_vae.analysis_callbacks import build_analysis_callbacks
-    except ImportError:  # pragma: no cover - analysis module not present
-        return callbacks
+    from gmm_vae.analysis_callbacks import build_analysis_callbacks
+
     callbacks.extend(build_analysis_callbacks(cfg, run_dir))
     return callbacks

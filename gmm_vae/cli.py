@@ -102,3 +102,32 @@ def run_cli(main: Callable[[], Any]) -> None:
 
 def _reraise(exc: BaseException) -> Any:
     raise exc
+
+
+def validate_or_exit(cfg: Any) -> None:
+    """A single run's config and spec file, checked before torch loads (about a second).
+
+    On a mistake: one line on stderr, the empty run dir removed, exit 2. Multiruns and resumes
+    are left to ``pipeline.run_training``, which knows how to fail one job of a sweep.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from gmm_vae.config import validate
+
+    if cfg.get("resume") or not HydraConfig.initialized():
+        return
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    try:
+        validate(cfg)
+        if cfg.data.spec_path:
+            from gmm_vae.gmm import GMM
+
+            GMM.from_yaml(cfg.data.spec_path)
+    except ConfigError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        remove_unstarted_run_dir(Path(HydraConfig.get().runtime.output_dir))
+        print(f"error: {_first_line(str(exc))}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None

@@ -48,7 +48,7 @@ class DataConfig:
 class ModelConfig:
     """The VAE: architecture, likelihood head, prior and optimiser."""
 
-    latent_dim: int = 2
+    latent_dim: int | None = 2
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     likelihood: str = "gaussian"
     mse_reduction: str = "sum"
@@ -138,6 +138,16 @@ class TrainConfig:
     name: str = "default"
 
 
+def resolve_latent_dim(latent_dim: int | None, data_dim: int) -> int:
+    """``model.latent_dim``, where null means auto: max(2, D - 1).
+
+    The Gaussian decoder's learned noise supplies the last direction (a factor model with D - 1
+    factors covers a D-dimensional covariance), so D - 1 latent dimensions suffice per
+    component; fewer cannot represent a full covariance in high D (README, "Fidelity").
+    """
+    return int(latent_dim) if latent_dim is not None else max(2, data_dim - 1)
+
+
 def register_configs() -> None:
     """Register the schema so ``conf/train.yaml`` can list ``train_schema`` in its defaults."""
     cs = ConfigStore.instance()
@@ -169,7 +179,7 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 def validate(cfg: DictConfig) -> None:
     """Semantic checks the type system cannot express; raise ConfigError on the first failure."""
     for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
-                "data.batch_size", "data.steps_per_call", "model.latent_dim",
+                "data.batch_size", "data.steps_per_call",
                 "model.prior_components",
                 "model.flow_transforms", "model.flow_hidden", "trainer.max_epochs",
                 "analysis.tsne_points", "analysis.n_samples", "analysis.hist_bins",
@@ -179,6 +189,8 @@ def validate(cfg: DictConfig) -> None:
                 "model.kl_warmup_epochs", "callbacks.progress_refresh_rate"):
         _positive_int(cfg, key, minimum=0)
     _positive_int(cfg, "analysis.k_max", minimum=2)
+    if cfg.model.latent_dim is not None:
+        _positive_int(cfg, "model.latent_dim")
     for key in ("model.lr", "data.mean_spread", "data.scale_min", "data.scale_max",
                 "data.weight_concentration", "analysis.hq_threshold"):
         _positive_float(cfg, key)

@@ -7,3 +7,7 @@ entry points print it as ``error: <message>`` and exit non-zero without a traceb
 
 class ConfigError(ValueError):
     """A user-facing configuration or input error, printed as one line."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being finite; the message says where and what to try."""

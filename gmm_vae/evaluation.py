@@ -89,6 +89,14 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
         timings["sample"] = time.perf_counter() - t0
         out: dict[str, Any] = {"n_samples": settings.n_samples}
+        # A diverged model can emit inf/NaN: they count as low quality in the coverage, and the
+        # sample-based instruments (clusters, histograms, distance) use the finite ones.
+        finite = np.isfinite(samples).all(axis=1)
+        out["nonfinite_fraction"] = float(1.0 - finite.mean())
+        usable = samples[finite] if not finite.all() else samples
+        if len(usable) < 10:
+            raise ValueError(f"only {len(usable)} of {len(samples)} model samples are finite: "
+                             "the model has diverged")
 
         t0 = time.perf_counter()
         cov = metrics.mode_coverage(samples, gmm, settings.hq_threshold, settings.min_share)
@@ -105,7 +113,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         # floor at this n: a perfect sampler scores about that, not 0.
         truth2, _ = gmm.sample(settings.n_samples, np.random.default_rng([seed, 98]))
         out["distance"] = {
-            "sliced_wasserstein": metrics.sliced_wasserstein(samples, truth, seed=seed),
+            "sliced_wasserstein": metrics.sliced_wasserstein(usable, truth, seed=seed),
             "sliced_wasserstein_floor": metrics.sliced_wasserstein(truth2, truth, seed=seed),
         }
         timings["distance"] = time.perf_counter() - t0
@@ -114,7 +122,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         t0 = time.perf_counter()
         modes_kw = {"bins": settings.hist_bins, "height": settings.peak_height,
                     "distance": settings.peak_distance}
-        modes_vae = metrics.identify_modes(samples[:m], **modes_kw)
+        modes_vae = metrics.identify_modes(usable[:m], **modes_kw)
         modes_gt = metrics.identify_modes(truth[:m], **modes_kw)
         out["modes"] = {
             "vae_samples": modes_vae["flattened"],
@@ -124,21 +132,21 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         }
         if settings.nd_modes:
             out["modes"]["nd_vae_samples"] = metrics.count_modes(
-                samples[:m], settings.min_share, seed=seed)["count"]
+                usable[:m], settings.min_share, seed=seed)["count"]
             out["modes"]["nd_ground_truth"] = metrics.count_modes(
                 truth[:m], settings.min_share, seed=seed)["count"]
         timings["modes"] = time.perf_counter() - t0
 
         if settings.clusters:
             t0 = time.perf_counter()
-            vae_codes = model.embed(torch.from_numpy(samples[:m])).cpu().numpy()
+            vae_codes = model.embed(torch.from_numpy(usable[:m])).cpu().numpy()
             gt_codes = model.embed(torch.from_numpy(truth[:m])).cpu().numpy()
             # VAE samples have no true label: use their nearest true component.
-            vae_labels = gmm.mahalanobis_sq(samples[:m]).argmin(axis=1)
+            vae_labels = gmm.mahalanobis_sq(usable[:m]).argmin(axis=1)
             out["clusters"] = {
                 "criterion": settings.cluster_criterion,
                 "vae_samples": metrics.compare_clusters(
-                    samples[:m], vae_codes, settings.k_max, settings.cluster_criterion,
+                    usable[:m], vae_codes, settings.k_max, settings.cluster_criterion,
                     labels=vae_labels, seed=seed),
                 "ground_truth": metrics.compare_clusters(
                     truth[:m], gt_codes, settings.k_max, settings.cluster_criterion,

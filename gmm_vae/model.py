@@ -222,7 +222,7 @@ class VAE(L.LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         terms = self.loss_terms(batch)
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, on_epoch=True,
-                      prog_bar=True, batch_size=len(batch))
+                      prog_bar=True, batch_size=len(batch), sync_dist=True)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         terms = self.loss_terms(batch)

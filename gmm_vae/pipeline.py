@@ -45,6 +45,7 @@ def build_datamodule(cfg: DictConfig) -> GMMDataModule:
 def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
     """The VAE of ``cfg.model``, carrying the data module's normaliser."""
     model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
+    model_kwargs["latent_dim"] = config_mod.resolve_latent_dim(model_kwargs["latent_dim"], dm.dim)
     return VAE(
         data_dim=dm.dim,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
@@ -197,6 +198,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any])
         return
     params = {k: OmegaConf.select(cfg, k) for k in HPARAM_KEYS}
     params["model.hidden_dims"] = str(list(cfg.model.hidden_dims))
+    params["model.latent_dim"] = int(trainer.lightning_module.latent_dim)  # resolved if auto
     cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
     metrics = {"hp/modes_captured": cov.get("modes_captured"), "hp/hq_ratio": cov.get("hq_ratio"),
                "hp/weights_tv": cov.get("weights_tv"), "hp/nll_gap": nll.get("gap"),

@@ -238,7 +238,7 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
         "",
         f"Run `{run_dir}`, checkpoint `{metrics.get('checkpoint')}`, seed {metrics.get('seed')}: "
         f"{_fmt(n)} VAE samples against {_fmt(n)} fresh samples of the true mixture "
-        f"(`gmm.yaml`). All files here are relative to this report.",
+        f"([`gmm.yaml`](../gmm.yaml)). Links are relative to this report.",
         "",
         "## The study's instruments",
         "",
@@ -348,14 +348,15 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
-                 n_samples: int | None = None, seed: int = 0) -> dict[str, Any]:
+                 n_samples: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """evaluate.py's body: rebuild a run's model from its directory and write ``evaluation/``.
 
     The config comes from ``<run_dir>/.hydra/config.yaml``, the mixture is rebuilt from it and
     checked against ``<run_dir>/gmm.yaml`` (the file wins if they differ, since it is what the
     run trained on), and the checkpoint is read with ``weights_only=True`` so a checkpoint from
-    elsewhere cannot run code. ``n_samples=None`` means the run's ``analysis.eval_samples``,
-    i.e. the same evaluation training ends with. Every user mistake is a one-line ConfigError.
+    elsewhere cannot run code. ``n_samples=None`` and ``seed=None`` mean the run's
+    ``analysis.eval_samples`` and ``seed``: with ``ckpt=last`` that reproduces the evaluation
+    training ended with, number for number. Every user mistake is a one-line ConfigError.
     """
     if run_dir is None or str(run_dir).strip() == "":
         raise ConfigError("run_dir is required: python evaluate.py run_dir=<a train.py run "
@@ -363,12 +364,13 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     if n_samples is not None and (not isinstance(n_samples, int) or isinstance(n_samples, bool)
                                   or n_samples < 1):
         raise ConfigError(f"n_samples must be a positive integer (got {n_samples!r})")
-    if not isinstance(seed, int) or isinstance(seed, bool):
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed must be an integer (got {seed!r})")
     run_dir = Path(str(run_dir)).expanduser()
     cfg = load_run_config(run_dir)
     ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
     n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
+    seed = int(cfg.seed) if seed is None else int(seed)
     # Only now the heavy imports, so every mistake above is reported at once.
     import torch
 
@@ -502,7 +504,8 @@ def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
         dm = pipeline.build_datamodule(cfg)
     except ConfigError as exc:
         if saved is None:
-            raise
+            raise ConfigError(f"run_dir={run_dir}: cannot rebuild the run's mixture ({exc}) and "
+                              "it has no gmm.yaml") from None
         dm, reason = None, str(exc)
     else:
         reason = "it differs from the mixture rebuilt from the run's config"

@@ -71,7 +71,7 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["checkpoint"] == "last"
-    assert metrics["seed"] == 0
+    assert metrics["seed"] == 42  # the run's seed, as its end-of-training evaluation
     assert metrics["n_samples"] == 500
     for group, keys in METRIC_KEYS.items():
         assert keys <= set(metrics[group]), (group, set(metrics[group]))
@@ -104,6 +104,24 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
     assert "modes captured" in proc.stdout
     assert str(out / "report.md") in proc.stdout
     assert list(tmp_path.iterdir()) == [], "evaluate.py left files in the working directory"
+
+
+def test_evaluate_run_with_defaults_reproduces_the_end_of_training_evaluation(
+        tmp_path: Path) -> None:
+    # On the CPU: a GPU would draw the samples from its own RNG, unlike evaluate.py.
+    cfg = compose_config([*TINY, "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
+                          "analysis.evaluate_at_end=true", "trainer.accelerator=cpu"])
+    train(cfg, tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    at_end = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    again = evaluate_run(tmp_path)
+
+    def numbers(m: dict) -> dict:
+        return {k: v for k, v in m.items() if k not in ("checkpoint", "timings_s")}
+
+    assert again["checkpoint"] == "last"
+    assert numbers(again) == numbers(at_end)
 
 
 def _copy_run_without_checkpoints(run_dir: Path, dest: Path) -> Path:
