@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +30,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from gmm_vae.callbacks import build_callbacks  # noqa: E402
 from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
+
+# Training only: no validation, checkpoints or analysis (the raw loop has none of them).
+BASE = ["trainer.limit_val_batches=0", "callbacks.checkpoint=false", "analysis.every_n_epochs=0",
+        "analysis.tsne_every_n_epochs=0", "analysis.evaluate_at_end=false"]
 
 
 def compose_cfg(overrides: list[str]):  # type: ignore[no-untyped-def]
@@ -87,6 +92,30 @@ def lightning_fit(cfg, epochs: int) -> tuple[float, int]:  # type: ignore[no-unt
         return timer.end - timer.start, int(trainer.global_step) - timer.first_step
 
 
+def _sweep(extra: list[str], epochs: int) -> float:
+    """Wall time of ``python train.py -m seed=1,2 ...`` (2 jobs), without final evaluation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "train.py"), "-m", "seed=1,2",
+               f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+               "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
+               "analysis.evaluate_at_end=false", f"hydra.sweep.dir={tmp}/sweep", *extra]
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def sweep_ratio(epochs: int) -> None:
+    """Sequential (basic launcher, best of default and 1 thread) vs joblib with 2 jobs."""
+    seq_default = _sweep([], epochs)
+    seq_one = _sweep(["torch_threads=1"], epochs)
+    par = _sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], epochs)
+    seq = min(seq_default, seq_one)
+    print(f"2-job sweep, {epochs} epochs each: one after another {seq:.1f} s "
+          f"(default threads {seq_default:.1f} s, 1 thread {seq_one:.1f} s), "
+          f"joblib n_jobs=2 {par:.1f} s")
+    print(f"joblib speed-up: {seq / par:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -94,13 +123,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--analysis-epochs", type=int, default=0,
                         help="also time a train.py run of this many epochs, analysis on vs off")
+    parser.add_argument("--scale", action="store_true",
+                        help="also time training on data.n_samples=1,000,000 (per sample)")
+    parser.add_argument("--sweep-epochs", type=int, default=0,
+                        help="also time a 2-job sweep of this many epochs: one after another "
+                             "vs hydra/launcher=joblib with 2 jobs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
-    cfg = compose_cfg(["trainer.limit_val_batches=0", "callbacks.checkpoint=false",
-                       "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
-                       "analysis.evaluate_at_end=false"])
+    cfg = compose_cfg(BASE)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"n={cfg.data.n_samples}, batch={cfg.data.batch_size}, "
           f"hidden={list(cfg.model.hidden_dims)}, latent={cfg.model.latent_dim}, "
@@ -130,6 +162,15 @@ def main() -> None:
         print(f"train.py {args.analysis_epochs} epochs: analysis off {times['off']:.1f} s, "
               f"on {times['on']:.1f} s")
         print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")
+    if args.scale:
+        big = compose_cfg([*BASE, "data.n_samples=1000000"])
+        t_big, s_big = lightning_fit(big, 2)
+        per_big = t_big / (s_big * big.data.batch_size)
+        per_small = lit / cfg.data.batch_size
+        print(f"n_samples=1,000,000: {per_big * 1e6:.2f} us/sample vs {per_small * 1e6:.2f} "
+              f"us/sample at 10,000 (ratio {per_big / per_small:.2f})")
+    if args.sweep_epochs:
+        sweep_ratio(args.sweep_epochs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS): {peak:.0f} MiB")
     print(f"lightning/raw ratio: {lit / raw:.2f}")

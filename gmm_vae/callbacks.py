@@ -96,18 +96,17 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
         callbacks.append(NaNGuard())
     callbacks.append(RNGState())
     if cfg.callbacks.checkpoint:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=str(run_dir / "checkpoints"),
-                filename="best",
-                monitor="val/loss",
-                mode="min",
-                save_top_k=1,
-                save_last=True,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
-            )
-        )
+        ckpt_dir = str(run_dir / "checkpoints")
+        # Two callbacks, because Lightning 2.6 writes save_last=True only when the top-k file
+        # was written in the same step: last.ckpt would go stale whenever val/loss did not
+        # improve, and resume would restart from an older epoch.
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss",
+                                         mode="min", save_top_k=1, save_last=False,
+                                         auto_insert_metric_name=False,
+                                         enable_version_counter=False))
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
+                                         save_top_k=1, save_last=False,
+                                         enable_version_counter=False))
     if cfg.trainer.enable_progress_bar and cfg.callbacks.progress_refresh_rate > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.callbacks.progress_refresh_rate)))
     from gmm_vae.analysis_callbacks import build_analysis_callbacks

@@ -48,12 +48,12 @@ class DataConfig:
 class ModelConfig:
     """The VAE: architecture, likelihood head, prior and optimiser."""
 
-    latent_dim: int | None = 2
+    latent_dim: int | None = None
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     likelihood: str = "gaussian"
     mse_reduction: str = "sum"
-    prior: str = "standard"
-    prior_components: int = 16
+    prior: str = "mog"
+    prior_components: int = 64
     flow_transforms: int = 3
     flow_hidden: int = 64
     beta: float = 1.0
@@ -61,7 +61,7 @@ class ModelConfig:
     free_bits: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_schedule: str = "none"
+    lr_schedule: str = "cosine"
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainerConfig:
     strategy: Any = "auto"
     num_nodes: int = 1
     precision: Any = "32-true"
-    max_epochs: int = 100
+    max_epochs: int = 150
     max_time: str | None = None
     log_every_n_steps: int = 50
     check_val_every_n_epoch: int = 1

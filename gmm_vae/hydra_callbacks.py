@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,20 @@ log = logging.getLogger(__name__)
 
 
 class SummarizeSweep(Callback):
-    """On ``on_multirun_end`` write summary.csv / summary.md / figures into the sweep dir."""
+    """On ``on_multirun_end`` write summary.csv / summary.md / figures into the sweep dir.
+
+    Registered in ``conf/train.yaml`` (``hydra.callbacks.summarize``), so every multirun of
+    train.py ends with one table; ``python -m gmm_vae.summarize <sweep dir>`` does the same by
+    hand (a killed sweep, one still running, or one run by a cluster launcher).
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from gmm_vae.summarize import summarize_sweep
 
+        # A process Lightning re-launched as a DDP rank > 0 replays the whole command line,
+        # sweep included; only the process the user started writes the summary.
+        if any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK")):
+            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return

@@ -117,6 +117,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     directory holds anything but Hydra's bookkeeping.
     """
     config_mod.validate(cfg)
+    strategy = str(cfg.trainer.strategy)
+    if (_is_multirun() and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
+            and "SLURM_NTASKS" not in os.environ):
+        raise ConfigError(
+            f"trainer.strategy={strategy} cannot run inside a multirun (Lightning re-launches "
+            "the whole sweep in every process); use trainer.strategy=ddp_spawn, or "
+            "hydra/launcher=slurm with tasks_per_node equal to trainer.devices")
     quiet_lightning()
     run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir()
     threads = int(cfg.torch_threads) if cfg.torch_threads else _threads_for_parallel_jobs()
@@ -157,7 +164,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
                       objective=score if math.isfinite(score) else None)
     if trainer.is_global_zero:
-        print_summary(run_dir, metrics, wall, int(trainer.current_epoch), evaluation)
+        # ddp_spawn trains in child processes: the parent's trainer never advanced its epoch.
+        epochs = int(trainer.current_epoch) or int(cfg.trainer.max_epochs)
+        print_summary(run_dir, metrics, wall, epochs, evaluation)
     return score
 
 

@@ -71,6 +71,8 @@ STATUS_COLUMNS = ("status", "error", "wall_time_s", "objective", "val_loss")
 # a custom ``hydra.sweep.subdir`` (e.g. an override_dirname holding a path) may add a few.
 _MAX_DEPTH = 3
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
 # The markdown table's headline columns: (header, one-line definition with range and direction).
 _MARKDOWN_LEGEND = (
     ("objective", "modes captured / K - weights TV - max(NLL gap, 0), the value train() "
@@ -443,7 +445,9 @@ def plot_metric(rows: Sequence[JobRow], metric: str, x_key: str, group_key: str 
         xs = sorted(points[group])
         means = [sum(points[group][x]) / len(points[group][x]) for x in xs]
         label = f"{group_key}={group}" if group_key else "VAE"
-        ax.plot(xs, means, marker="o", color=colour, label=label)
+        # Markers shrink from group to group, so lines that coincide stay visible.
+        ax.plot(xs, means, marker=_MARKERS[i % len(_MARKERS)], color=colour, label=label,
+                markersize=max(4.0, 9.0 - 1.5 * i), linewidth=1.5)
         for x in xs:
             if len(points[group][x]) > 1:
                 ax.scatter([x] * len(points[group][x]), points[group][x], color=colour,

@@ -23,14 +23,21 @@ def _options(group: str) -> list[str]:
 def test_every_config_composes_and_validates(compose_cfg, override: str) -> None:
     cfg = compose_cfg([override] if override else [])
     config_mod.validate(cfg)
-    assert cfg.data.dim >= 1 and cfg.model.latent_dim >= 1
+    latent = config_mod.resolve_latent_dim(cfg.model.latent_dim, cfg.data.dim)
+    assert cfg.data.dim >= 1 and latent >= 1
 
 
 def test_defaults_are_the_documented_ones(compose_cfg) -> None:
     cfg = compose_cfg()
     assert (cfg.data.n_components, cfg.data.dim, cfg.data.n_samples) == (4, 3, 10_000)
-    assert (cfg.data.batch_size, cfg.model.latent_dim) == (128, 2)
+    assert cfg.data.batch_size == 128
     assert list(cfg.model.hidden_dims) == [128, 128]
+    # latent_dim: auto = max(2, D - 1): 2 on the default 3-D mixture, D - 1 in higher D.
+    assert cfg.model.latent_dim is None
+    assert config_mod.resolve_latent_dim(None, 3) == 2
+    assert config_mod.resolve_latent_dim(None, 10) == 9
+    assert config_mod.resolve_latent_dim(5, 10) == 5
+    assert (cfg.model.likelihood, cfg.model.prior) == ("gaussian", "mog")
 
 
 def test_seed_reproduction_is_the_study_setup(compose_cfg) -> None:
