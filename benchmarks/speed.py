@@ -32,8 +32,9 @@ from gmm_vae.callbacks import build_callbacks  # noqa: E402
 from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
 
 # Training only: no validation, checkpoints or analysis (the raw loop has none of them).
-BASE = ["trainer.limit_val_batches=0", "callbacks.checkpoint=false", "analysis.every_n_epochs=0",
-        "analysis.tsne_every_n_epochs=0", "analysis.evaluate_at_end=false"]
+BASE = ["trainer.accelerator=cpu", "trainer.limit_val_batches=0", "callbacks.checkpoint=false",
+        "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
+        "analysis.evaluate_at_end=false"]
 
 
 def compose_cfg(overrides: list[str]):  # type: ignore[no-untyped-def]
@@ -97,6 +98,7 @@ def _sweep(extra: list[str], epochs: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(ROOT / "train.py"), "-m", "seed=1,2",
                f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
+               "trainer.accelerator=cpu",
                "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
                "analysis.evaluate_at_end=false", f"hydra.sweep.dir={tmp}/sweep", *extra]
         start = time.perf_counter()
@@ -151,7 +153,7 @@ def main() -> None:
     if args.analysis_epochs:
         times = {}
         for label, every, tsne, final in (("off", 0, 0, "false"), ("on", None, None, "true")):
-            over = [f"trainer.max_epochs={args.analysis_epochs}",
+            over = [f"trainer.max_epochs={args.analysis_epochs}", "trainer.accelerator=cpu",
                     "trainer.enable_progress_bar=false", f"analysis.evaluate_at_end={final}"]
             if every is not None:
                 over += [f"analysis.every_n_epochs={every}", f"analysis.tsne_every_n_epochs={tsne}"]

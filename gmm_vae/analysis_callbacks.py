@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from gmm_vae import plots
 from gmm_vae.evaluation import EvalSettings, evaluate_model, settings_from_cfg
 from gmm_vae.io import atomic_write_text
-from gmm_vae.report import json_safe, single_threaded_openmp
+from gmm_vae.report import json_safe, lookup, single_threaded_openmp
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +86,6 @@ def is_due(trainer: L.Trainer, every_n_epochs: int, include_last: bool) -> bool:
     return bool(last or trainer.should_stop)
 
 
-def _get(metrics: dict[str, Any], path: str) -> Any:
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def analysis_scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The logged scalars (``ANALYSIS_SCALARS``) from an ``evaluate_model`` metrics dict.
 
@@ -102,7 +93,7 @@ def analysis_scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     """
     out: dict[str, float | None] = {}
     for name, path in ANALYSIS_SCALARS.items():
-        value = _get(metrics, path)
+        value = lookup(metrics, path)
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         out[name] = json_safe(value) if numeric else None
     return out
@@ -138,6 +129,7 @@ class AnalysisCallback(L.Callback):
         self.run_dir = Path(run_dir)
         self.seed = int(seed)
         self.path = self.run_dir / "analysis.jsonl"
+        self._truth_cache: dict[str, Any] = {}  # what depends on the ground truth alone
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not is_due(trainer, self.every_n_epochs, True):
@@ -150,7 +142,7 @@ class AnalysisCallback(L.Callback):
         try:
             with preserved_rng(), single_threaded_openmp():
                 ev = evaluate_model(pl_module, dm.gmm, dm.x_test, self.settings,  # type: ignore
-                                    seed=self.seed)
+                                    seed=self.seed, cache=self._truth_cache)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("analysis at epoch %d failed: %s", epoch, message)

@@ -105,8 +105,8 @@ class LoggerConfig:
 class AnalysisConfig:
     """Cadence and settings of the analysis callbacks and of the final evaluation."""
 
-    every_n_epochs: int = 25
-    tsne_every_n_epochs: int = 100
+    every_n_epochs: int = 50
+    tsne_every_n_epochs: int = 250
     tsne_points: int = 1_000
     n_samples: int = 2_000
     k_max: int = 10

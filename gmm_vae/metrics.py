@@ -22,7 +22,7 @@ from gmm_vae.gmm import GMM
 
 
 def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "silhouette",
-              seed: int = 0, max_points: int = 2000) -> tuple[int, np.ndarray]:
+              seed: int = 0, max_points: int = 1000) -> tuple[int, np.ndarray]:
     """The number of KMeans clusters that best explains ``x``, and the labels at that k.
 
     ``silhouette``: highest mean silhouette over k = 2..k_max (cannot answer 1).
@@ -73,6 +73,18 @@ def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "silhouette",
     return best_k, best_labels  # type: ignore[return-value]
 
 
+def cluster_count(x: np.ndarray, k_max: int = 10, criterion: str = "silhouette",
+                  labels: np.ndarray | None = None, seed: int = 0) -> dict[str, float | int]:
+    """``{"k": optimal KMeans k}``, plus ``"ari"`` against true ``labels`` when given."""
+    from sklearn.metrics import adjusted_rand_score
+
+    k, found = optimal_k(x, k_max, criterion, seed)
+    out: dict[str, float | int] = {"k": int(k)}
+    if labels is not None:
+        out["ari"] = float(adjusted_rand_score(labels, found))
+    return out
+
+
 def compare_clusters(points: np.ndarray, latent: np.ndarray, k_max: int = 10,
                      criterion: str = "silhouette", labels: np.ndarray | None = None,
                      seed: int = 0) -> dict[str, float | int]:
@@ -82,14 +94,17 @@ def compare_clusters(points: np.ndarray, latent: np.ndarray, k_max: int = 10,
     component ``labels``, the adjusted Rand index of each clustering is reported as well
     (1 = the clustering is the true partition, 0 = chance).
     """
-    from sklearn.metrics import adjusted_rand_score
+    data = cluster_count(points, k_max, criterion, labels, seed)
+    codes = cluster_count(latent, k_max, criterion, labels, seed)
+    return merge_cluster_counts(data, codes)
 
-    k_data, lab_data = optimal_k(points, k_max, criterion, seed)
-    k_latent, lab_latent = optimal_k(latent, k_max, criterion, seed)
-    out: dict[str, float | int] = {"k_data": int(k_data), "k_latent": int(k_latent)}
-    if labels is not None:
-        out["ari_data"] = float(adjusted_rand_score(labels, lab_data))
-        out["ari_latent"] = float(adjusted_rand_score(labels, lab_latent))
+
+def merge_cluster_counts(data: dict[str, float | int],
+                         latent: dict[str, float | int]) -> dict[str, float | int]:
+    """``compare_clusters``' keys from the two ``cluster_count`` results."""
+    out: dict[str, float | int] = {"k_data": data["k"], "k_latent": latent["k"]}
+    if "ari" in data:
+        out["ari_data"], out["ari_latent"] = data["ari"], latent["ari"]
     return out
 
 

@@ -233,8 +233,9 @@ class VAE(L.LightningModule):
         # for a model this small (measured on CPU; also used on CUDA).
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
                                weight_decay=self.hparams.weight_decay, fused=True)
-        if self.hparams.lr_schedule == "cosine" and self.trainer.max_epochs:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)
+        max_epochs = self._trainer.max_epochs if self._trainer is not None else None
+        if self.hparams.lr_schedule == "cosine" and max_epochs:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
 

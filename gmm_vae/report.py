@@ -84,7 +84,7 @@ def single_threaded_openmp() -> Iterator[None]:
         yield
 
 
-def _get(metrics: dict[str, Any], path: str) -> Any:
+def lookup(metrics: dict[str, Any], path: str) -> Any:
     """``metrics["a"]["b"]`` for ``path="a.b"``, or None when any part is missing."""
     node: Any = metrics
     for part in path.split("."):
@@ -114,7 +114,8 @@ def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
     d, m = cfg.data, cfg.model
     mixture = (f"spec {Path(str(d.spec_path)).name}" if d.spec_path
                else f"D={d.dim}, K={d.n_components}, data.seed={d.seed}")
-    parts = [str(cfg.get("name", "run")), mixture, f"latent {m.latent_dim}",
+    latent = "auto" if m.latent_dim is None else m.latent_dim
+    parts = [str(cfg.get("name", "run")), mixture, f"latent {latent}",
              f"{m.likelihood} head", f"{m.prior} prior", f"beta={m.beta:g}"]
     if ckpt_label:
         parts.append(f"ckpt {ckpt_label}")
@@ -189,7 +190,7 @@ _STUDY_ROWS = (
 
 def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, value, reference, one-line definition with range and better direction)."""
-    g = lambda path: _get(metrics, path)  # noqa: E731
+    g = lambda path: lookup(metrics, path)  # noqa: E731
     k = g("coverage.n_components")
     iwae = g("nll.iwae_samples")
     return [
@@ -227,7 +228,7 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> str:
     """``report.md``: the study's table beside the trusted measures, then the figures."""
-    g = lambda path: _get(metrics, path)  # noqa: E731
+    g = lambda path: lookup(metrics, path)  # noqa: E731
     a = cfg.analysis
     n = g("n_samples")
     criterion = g("clusters.criterion") or a.cluster_criterion
@@ -307,7 +308,7 @@ def _true_weights(run_dir: Path) -> list[float] | None:
 
 def format_summary(metrics: dict[str, Any]) -> str:
     """The few lines printed when an evaluation ends: coverage, NLL, and the study's k."""
-    g = lambda path: _get(metrics, path)  # noqa: E731
+    g = lambda path: lookup(metrics, path)  # noqa: E731
     gap = g("nll.gap")
     return "\n".join([
         f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
