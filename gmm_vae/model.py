@@ -169,21 +169,48 @@ class VAE(L.LightningModule):
         """
         batches = batch if isinstance(batch, list | tuple) else [batch]
         opt = self.optimizers()
+        fast = self._plain_step_ok(opt)
         checked = None
         for mini in batches:
             terms = self.loss_terms(mini)
             opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-            self.manual_backward(terms["loss"])
-            if self.hparams.gradient_clip_val:
-                self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
-                                    gradient_clip_algorithm="norm")
-            opt.step()  # type: ignore[union-attr]
+            if fast:
+                # Single device, 32-bit, no clipping: Lightning's backward and step wrappers
+                # would only forward to these calls; the progress hooks keep global_step right.
+                terms["loss"].backward()
+                opt._on_before_step()  # type: ignore[union-attr]
+                opt.optimizer.step()  # type: ignore[union-attr]
+                opt._on_after_step()  # type: ignore[union-attr]
+            else:
+                self.manual_backward(terms["loss"])
+                if self.hparams.gradient_clip_val:
+                    self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
+                                        gradient_clip_algorithm="norm")
+                opt.step()  # type: ignore[union-attr]
             stacked = torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach()
             # A NaN anywhere in the group makes the sum NaN: the guard sees it without a sync.
             checked = stacked[0] if checked is None else checked + stacked[0]
             self._accumulate(stacked, len(mini))
         self._sync_logging_step(len(batches))
         return checked  # type: ignore[return-value]
+
+    def _plain_step_ok(self, opt: object) -> bool:
+        """Whether backward/step can skip Lightning's wrappers without changing the maths.
+
+        True on one device in 32-bit precision without gradient clipping: there the wrappers
+        add no scaling, no gradient sync and no clipping, only per-step overhead. Mixed
+        precision, DDP and clipping keep ``manual_backward`` / ``LightningOptimizer.step``.
+        """
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        trainer = self._trainer
+        return bool(
+            trainer is not None
+            and isinstance(trainer.strategy, SingleDeviceStrategy)
+            and str(trainer.precision) in ("32-true", "32")
+            and not self.hparams.gradient_clip_val
+            and hasattr(opt, "_on_before_step") and hasattr(opt, "_on_after_step")
+        )
 
     def _accumulate(self, stacked: torch.Tensor, n: int) -> None:
         """Epoch sums on the device (no host sync); step values every log_every_n_steps."""
