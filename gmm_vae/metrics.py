@@ -64,13 +64,17 @@ def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "silhouette",
         raise ValueError(f"criterion must be one of silhouette, bic, elbow (got {criterion!r})")
     if k_max < 2:
         return 1, np.zeros(n, dtype=int)
-    best_k, best_score, best_labels = 2, -np.inf, None
+    best_k, best_score, best_labels = 1, -np.inf, np.zeros(n, dtype=int)
     for k in range(2, k_max + 1):
         fit = kmeans(k)
+        # Collapsed data (a VAE whose samples are all alike) gives fewer distinct clusters
+        # than asked: silhouette is undefined there, and k = 1 is the honest answer.
+        if len(np.unique(fit.labels_[sub])) < 2:
+            continue
         score = silhouette_score(x[sub], fit.labels_[sub])
         if score > best_score:
             best_k, best_score, best_labels = k, score, fit.labels_
-    return best_k, best_labels  # type: ignore[return-value]
+    return best_k, best_labels
 
 
 def cluster_count(x: np.ndarray, k_max: int = 10, criterion: str = "silhouette",

@@ -134,3 +134,15 @@ def test_finite_or_none_turns_non_finite_numbers_into_none() -> None:
     assert metrics.finite_or_none(1.5) == 1.5
     assert metrics.finite_or_none(float("nan")) is None
     assert metrics.finite_or_none(float("inf")) is None
+
+
+def test_optimal_k_on_collapsed_samples_is_one() -> None:
+    """A collapsed VAE emits (nearly) one point: silhouette is undefined, the answer is k=1."""
+    from gmm_vae.metrics import optimal_k
+
+    x = np.zeros((500, 3))
+    x[0] = 1e-9  # one stray point: KMeans finds at most 2 distinct clusters
+    k, labels = optimal_k(x, k_max=6, criterion="silhouette")
+    assert k in (1, 2) and len(labels) == 500
+    k, _ = optimal_k(np.zeros((300, 2)), k_max=5, criterion="silhouette")
+    assert k == 1
