@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,6 @@ class Evaluation:
     samples: np.ndarray
     truth: np.ndarray
     truth_labels: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSettings:

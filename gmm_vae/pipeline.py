@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
 from gmm_vae.callbacks import build_callbacks
+from gmm_vae.checkpoints import check_weights, read_checkpoint
 from gmm_vae.data import GMMDataModule
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_json
@@ -78,28 +79,7 @@ def check_checkpoint(path: Path, setting: str) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) or raise a one-line ConfigError."""
     if not path.is_file():
         raise ConfigError(f"{setting}={path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and EOF errors all mean the same to a user
-        raise ConfigError(f"{setting}={path}: cannot be read (corrupt or truncated checkpoint: "
-                          f"{type(exc).__name__})") from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ConfigError(f"{setting}={path}: not a Lightning checkpoint (no state_dict)")
-    return ckpt
-
-
-def check_state_dict(model: torch.nn.Module, ckpt: dict[str, Any], what: str) -> None:
-    """Raise a one-line ConfigError when a checkpoint's weights do not fit ``model``."""
-    theirs: dict[str, torch.Tensor] = ckpt["state_dict"]
-    ours = model.state_dict()
-    missing = sorted(set(ours) - set(theirs))
-    unexpected = sorted(set(theirs) - set(ours))
-    shapes = [k for k in set(ours) & set(theirs) if tuple(ours[k].shape) != tuple(theirs[k].shape)]
-    if missing or unexpected or shapes:
-        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} "
-                  f"mismatched tensors, e.g. {(missing + unexpected + sorted(shapes))[0]}")
-        raise ConfigError(f"{what}: does not match the config (model.* settings differ from "
-                          f"the run that wrote it: {detail})")
+    return read_checkpoint(path, f"{setting}={path}:")
 
 
 def quiet_lightning() -> None:
@@ -135,7 +115,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     model = build_model(cfg, dm)
     if cfg.ckpt_path:
         ckpt = check_checkpoint(Path(str(cfg.ckpt_path)), "ckpt_path")
-        check_state_dict(model, ckpt, f"ckpt_path={cfg.ckpt_path}")
+        check_weights(model, ckpt, f"ckpt_path={cfg.ckpt_path}",
+                      "the config (model.* settings differ from the run that wrote it)")
     run_dir.mkdir(parents=True, exist_ok=True)
     rank_zero = _is_rank_zero()
     if rank_zero:

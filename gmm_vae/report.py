@@ -12,7 +12,6 @@ import contextlib
 import copy
 import math
 import os
-import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from gmm_vae.checkpoints import check_weights, read_checkpoint
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
@@ -444,43 +444,13 @@ def resolve_checkpoint(run_dir: Path, ckpt: str | int | None) -> tuple[Path, str
 
 def load_checkpoint(path: Path, label: str) -> dict[str, Any]:
     """The checkpoint's contents, read with ``weights_only=True`` (tensors and plain data only)."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "unsupported global" in str(exc).lower():
-            raise ConfigError(f"ckpt={label}: {path} holds objects other than tensors and plain "
-                              "data, which a weights-only load refuses") from None
-        raise ConfigError(f"ckpt={label}: {path} cannot be read (corrupt or truncated "
-                          "checkpoint)") from None
-    except Exception:
-        raise ConfigError(f"ckpt={label}: {path} cannot be read (corrupt or truncated "
-                          "checkpoint)") from None
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise ConfigError(f"ckpt={label}: {path} is not a Lightning checkpoint (no state_dict)")
-    return state
+    return read_checkpoint(path, f"ckpt={label}: {path}")
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Any], label: str) -> None:
     """Load the checkpoint's weights, naming the first mismatches if it is another model's."""
-    got: dict[str, Any] = state["state_dict"]
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    reshaped = [f"{k} {list(got[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
-                if k in got and tuple(getattr(got[k], "shape", ())) != tuple(v.shape)]
-
-    def few(names: list[str]) -> str:
-        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-        return ", ".join(names[:3]) + more
-
-    problems = [f"{what} {few(names)}" for what, names in (
-        ("missing", missing), ("unexpected", unexpected),
-        ("shape (checkpoint vs config) of", reshaped)) if names]
-    if problems:
-        raise ConfigError(f"ckpt={label}: does not match the run's config ({'; '.join(problems)})")
-    model.load_state_dict(got)
+    check_weights(model, state, f"ckpt={label}", "the run's config")
+    model.load_state_dict(state["state_dict"])
 
 
 def _same_gmm(a: GMM, b: GMM) -> bool:
