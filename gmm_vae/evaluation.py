@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gmm_vae import metrics
+from gmm_vae.config import AnalysisConfig
 from gmm_vae.gmm import GMM
 from gmm_vae.model import VAE
 
@@ -23,16 +24,17 @@ from gmm_vae.model import VAE
 class EvalSettings:
     """What to compute and on how many points (mirrors ``cfg.analysis``)."""
 
-    n_samples: int = 10_000
-    cluster_points: int = 2_000
-    k_max: int = 10
-    cluster_criterion: str = "silhouette"
-    hist_bins: int = 50
-    peak_height: float = 0.1
-    peak_distance: int = 3
-    hq_threshold: float = 3.0
-    min_share: float = 0.01
-    iwae_samples: int = 64
+    # Defaults are the config schema's, so the two cannot drift apart.
+    n_samples: int = AnalysisConfig.eval_samples
+    cluster_points: int = AnalysisConfig.n_samples
+    k_max: int = AnalysisConfig.k_max
+    cluster_criterion: str = AnalysisConfig.cluster_criterion
+    hist_bins: int = AnalysisConfig.hist_bins
+    peak_height: float = AnalysisConfig.peak_height
+    peak_distance: int = AnalysisConfig.peak_distance
+    hq_threshold: float = AnalysisConfig.hq_threshold
+    min_share: float = AnalysisConfig.min_share
+    iwae_samples: int = AnalysisConfig.iwae_samples
     nll_points: int | None = None
     clusters: bool = True
     nll: bool = True
