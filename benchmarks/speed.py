@@ -1,19 +1,24 @@
 """Speed benchmark: the project's Lightning training vs a raw PyTorch loop, analysis on vs off.
 
     python benchmarks/speed.py [--epochs 20] [--repeats 3] [--threads N] [--analysis-epochs 500]
+                               [--scale] [--sweep-epochs 150] [hydra overrides ...]
 
 Everything runs in one process, so the ratios compare like with like on whatever machine runs
-it. Part 1 times per-step training: (a) a plain loop over in-memory tensors (permute, slice,
-forward, backward, Adam) and (b) ``trainer.fit`` with the project's data module, model, logging
-and progress bar, on the same model, data, batch size and number of steps, after a warm-up, best
-of ``--repeats``. Part 2 times a default ``train.py`` run with analysis on vs off. The last line
-is ``lightning/raw ratio: X.XX``.
+it. Part 1 times per-step training: the project's ``trainer.fit`` (data module, model, logging,
+progress bar) and a plain loop over in-memory tensors (permute, slice, forward, backward, Adam)
+on the same model, data and batch size. After a warm-up epoch, every window of 10 Lightning
+steps (80 optimiser steps) is followed by 80 raw steps, and the ratio is the median over these
+pairs: a shared machine's speed drifts within seconds, and pairing cancels the drift that made
+ratios of separate runs swing between 1.0 and 1.4. Part 2 times a default ``train.py`` run with
+analysis on vs off; ``--scale`` and ``--sweep-epochs`` add data size and joblib sweeps. The last
+line is ``lightning/raw ratio: X.XX``.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,7 @@ from gmm_vae.callbacks import build_callbacks  # noqa: E402
 from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
 
 # Training only: no validation, checkpoints or analysis (the raw loop has none of them).
+WINDOW = 1  # Lightning steps per timing window (8 optimiser steps by default)
 BASE = ["trainer.accelerator=cpu", "trainer.limit_val_batches=0", "callbacks.checkpoint=false",
         "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
         "analysis.evaluate_at_end=false"]
@@ -42,55 +48,82 @@ def compose_cfg(overrides: list[str]):  # type: ignore[no-untyped-def]
         return compose(config_name="train", overrides=overrides)
 
 
-def raw_loop(cfg, epochs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """Seconds and steps of a plain PyTorch loop, epoch 0 excluded as warm-up."""
-    L.seed_everything(0, verbose=False)
-    dm = build_datamodule(cfg)
-    model = build_model(cfg, dm)
-    opt = model.configure_optimizers()  # the same (fused) Adam the Lightning run uses
-    data, bs = dm.t_train, cfg.data.batch_size
-    steps, start = 0, 0.0
-    for epoch in range(epochs):
-        if epoch == 1:
-            start, steps = time.perf_counter(), 0
-        for batch in data[torch.randperm(len(data))].split(bs):
-            loss = model.loss_terms(batch)["loss"]
-            opt.zero_grad(set_to_none=True)
+class RawLoop:
+    """A plain PyTorch loop over in-memory tensors: permute, slice, forward, backward, Adam."""
+
+    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
+        dm = build_datamodule(cfg)
+        self.model = build_model(cfg, dm)
+        self.opt = self.model.configure_optimizers()  # the same (fused) Adam Lightning uses
+        self.data, self.batch_size = dm.t_train, int(cfg.data.batch_size)
+        self.batches: list[torch.Tensor] = []
+
+    def run(self, steps: int) -> float:
+        """Seconds taken by the next ``steps`` optimiser steps (a new epoch when one ends)."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            if not self.batches:
+                perm = self.data[torch.randperm(len(self.data))]
+                self.batches = list(perm.split(self.batch_size))[::-1]
+            batch = self.batches.pop()
+            loss = self.model.loss_terms(batch)["loss"]
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            steps += 1
-    return time.perf_counter() - start, steps
+            self.opt.step()
+        return time.perf_counter() - start
 
 
-class StepTimer(L.Callback):
-    """Wall time of the training steps from epoch 1 on (epoch 0 is warm-up)."""
+class PairedTimer(L.Callback):
+    """Times windows of ``window`` Lightning steps, each followed by a raw-loop window.
 
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.end = 0.0
-        self.first_step = 0
+    The raw loop runs the same number of optimiser steps right after each Lightning window, so
+    every pair sees the same state of the machine: on a shared host whose speed drifts by ±20%
+    within seconds, the median of the per-pair ratios is stable where a ratio of two separate
+    runs is not. A Lightning window spans whatever Lightning does between steps and epochs
+    (hooks, logging, progress bar, epoch-end work, the scheduler); the raw window does not.
+    """
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == 1:
-            self.start, self.first_step = time.perf_counter(), trainer.global_step
+    def __init__(self, raw: RawLoop, window: int, skip: int) -> None:
+        self.raw, self.window, self.skip = raw, window, skip
+        self.calls = 0
+        self.start: tuple[float, int] | None = None
+        self.lightning: list[float] = []  # seconds per optimiser step, per window
+        self.plain: list[float] = []
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.end = time.perf_counter()
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: object, batch_idx: int) -> None:
+        now, step = time.perf_counter(), int(trainer.global_step)
+        self.calls += 1
+        if self.calls <= self.skip or (self.calls - self.skip - 1) % self.window:
+            return
+        if self.start is not None and step > self.start[1]:
+            steps = step - self.start[1]
+            self.lightning.append((now - self.start[0]) / steps)
+            self.plain.append(self.raw.run(steps) / steps)
+        self.start = (time.perf_counter(), int(trainer.global_step))
 
 
-def lightning_fit(cfg, epochs: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """Seconds and steps of the project's ``trainer.fit`` from epoch 1 on (no validation)."""
+def paired_fit(cfg, epochs: int, raw_cfg=None) -> PairedTimer:  # type: ignore[no-untyped-def]
+    """The project's ``trainer.fit`` (no validation), timed in windows paired with a raw loop.
+
+    The raw loop trains on ``raw_cfg`` (default: the same config); a fixed raw loop is the
+    yardstick that compares two Lightning runs made minutes apart. The first 10 Lightning
+    steps (one epoch at 10k points) are warm-up; the raw loop warms up as long before.
+    """
     L.seed_everything(0, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm)
-    timer = StepTimer()
+    plain = RawLoop(cfg if raw_cfg is None else raw_cfg)
+    skip = 10
+    plain.run(skip * cfg.data.steps_per_call)
+    timer = PairedTimer(plain, WINDOW, skip=skip)
     with tempfile.TemporaryDirectory() as tmp:
         callbacks = [c for c in build_callbacks(cfg, Path(tmp))
                      if type(c).__name__ in ("TQDMProgressBar", "NaNGuard", "RNGState")]
         trainer = build_trainer(cfg, Path(tmp), [*callbacks, timer])
         trainer.fit_loop.max_epochs = epochs
         trainer.fit(model, datamodule=dm)
-        return timer.end - timer.start, int(trainer.global_step) - timer.first_step
+    return timer
 
 
 def _sweep(extra: list[str], epochs: int) -> float:
@@ -130,26 +163,32 @@ def main() -> None:
     parser.add_argument("--sweep-epochs", type=int, default=0,
                         help="also time a 2-job sweep of this many epochs: one after another "
                              "vs hydra/launcher=joblib with 2 jobs")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides for the per-step comparison (model.prior=standard)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
-    cfg = compose_cfg(BASE)
+    cfg = compose_cfg([*BASE, *args.overrides])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"n={cfg.data.n_samples}, batch={cfg.data.batch_size}, "
           f"hidden={list(cfg.model.hidden_dims)}, latent={cfg.model.latent_dim}, "
           f"prior={cfg.model.prior}, epochs={args.epochs} (epoch 0 = warm-up)")
-    raw_loop(cfg, 2)
-    lightning_fit(cfg, 2)  # warm-up both paths
-    raw_t, lit_t = [], []
+    paired_fit(cfg, 2)  # warm-up
+    lit, raw, ratios = [], [], []
     for _ in range(args.repeats):
-        t, steps = raw_loop(cfg, args.epochs)
-        raw_t.append(t / steps)
-        t, lsteps = lightning_fit(cfg, args.epochs)
-        lit_t.append(t / lsteps)
-    raw, lit = min(raw_t), min(lit_t)
-    print(f"raw loop:  {raw * 1e3:.3f} ms/step ({steps} steps)")
-    print(f"lightning: {lit * 1e3:.3f} ms/step ({lsteps} steps)")
+        timer = paired_fit(cfg, args.epochs)
+        lit += timer.lightning
+        raw += timer.plain
+        ratios += [a / b for a, b in zip(timer.lightning, timer.plain, strict=True)]
+    steps = WINDOW * cfg.data.steps_per_call
+    med_raw, med_lit = statistics.median(raw), statistics.median(lit)
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    mean_raw, mean_lit = statistics.fmean(raw), statistics.fmean(lit)
+    print(f"raw loop:  {mean_raw * 1e3:.3f} ms/step mean, {med_raw * 1e3:.3f} median")
+    print(f"lightning: {mean_lit * 1e3:.3f} ms/step mean, {med_lit * 1e3:.3f} median")
+    print(f"{len(ratios)} paired windows of {steps} steps; per-pair ratio quartiles "
+          f"{q1:.2f} / {statistics.median(ratios):.2f} / {q3:.2f}")
     if args.analysis_epochs:
         times = {}
         for label, every, tsne, final in (("off", 0, 0, "false"), ("on", None, None, "true")):
@@ -166,16 +205,19 @@ def main() -> None:
         print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")
     if args.scale:
         big = compose_cfg([*BASE, "data.n_samples=1000000"])
-        t_big, s_big = lightning_fit(big, 2)
-        per_big = t_big / (s_big * big.data.batch_size)
-        per_small = lit / cfg.data.batch_size
-        print(f"n_samples=1,000,000: {per_big * 1e6:.2f} us/sample vs {per_small * 1e6:.2f} "
-              f"us/sample at 10,000 (ratio {per_big / per_small:.2f})")
+        timer = paired_fit(big, 1, raw_cfg=cfg)  # yardstick: the same 10k-point raw loop
+        big_ratio = statistics.fmean(timer.lightning) / statistics.fmean(timer.plain)
+        small_ratio = mean_lit / mean_raw
+        bs = big.data.batch_size
+        print(f"n_samples=1,000,000: {statistics.fmean(timer.lightning) / bs * 1e6:.2f} us/sample "
+              f"({big_ratio:.2f}x the paired raw loop on 10,000 points) vs "
+              f"{mean_lit / bs * 1e6:.2f} us/sample at 10,000 ({small_ratio:.2f}x); "
+              f"per-sample cost at 1M relative to 10k: {big_ratio / small_ratio:.2f}")
     if args.sweep_epochs:
         sweep_ratio(args.sweep_epochs)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS): {peak:.0f} MiB")
-    print(f"lightning/raw ratio: {lit / raw:.2f}")
+    print(f"lightning/raw ratio: {mean_lit / mean_raw:.2f}")
 
 
 if __name__ == "__main__":

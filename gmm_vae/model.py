@@ -170,7 +170,7 @@ class VAE(L.LightningModule):
         batches = batch if isinstance(batch, list | tuple) else [batch]
         opt = self.optimizers()
         fast = self._plain_step_ok(opt)
-        checked = None
+        rows: list[torch.Tensor] = []
         for mini in batches:
             terms = self.loss_terms(mini)
             opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
@@ -187,12 +187,13 @@ class VAE(L.LightningModule):
                     self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
                                         gradient_clip_algorithm="norm")
                 opt.step()  # type: ignore[union-attr]
-            stacked = torch.stack([terms["loss"], terms["recon"], terms["kl"]]).detach()
-            # A NaN anywhere in the group makes the sum NaN: the guard sees it without a sync.
-            checked = stacked[0] if checked is None else checked + stacked[0]
-            self._accumulate(stacked, len(mini))
+            rows.extend(terms[k] for k in _TERMS)
+            self._log_step(rows[-3:])
+        stacked = torch.stack(rows).detach().view(len(batches), len(_TERMS))
+        self._accumulate(stacked, [len(mini) for mini in batches])
         self._sync_logging_step(len(batches))
-        return checked  # type: ignore[return-value]
+        # A NaN anywhere in the group makes the sum NaN: the guard sees it without a sync.
+        return stacked[:, 0].sum()
 
     def _plain_step_ok(self, opt: object) -> bool:
         """Whether backward/step can skip Lightning's wrappers without changing the maths.
@@ -212,17 +213,29 @@ class VAE(L.LightningModule):
             and hasattr(opt, "_on_before_step") and hasattr(opt, "_on_after_step")
         )
 
-    def _accumulate(self, stacked: torch.Tensor, n: int) -> None:
-        """Epoch sums on the device (no host sync); step values every log_every_n_steps."""
+    def _accumulate(self, stacked: torch.Tensor, sizes: list[int]) -> None:
+        """Add a group's (n_steps, 3) terms, weighted by batch size, to the epoch sums.
+
+        The sums stay on the device: no host sync per step. One set of tensor ops per group,
+        not per mini-batch, keeps the bookkeeping small beside the maths.
+        """
+        n = sum(sizes)
+        if len(set(sizes)) == 1:
+            total = stacked.sum(dim=0) * sizes[0]
+        else:
+            total = (stacked * stacked.new_tensor(sizes).unsqueeze(1)).sum(dim=0)
         acc = self._acc
         if acc["count"] == 0:
-            acc["sum"], acc["count"] = stacked * n, n
+            acc["sum"], acc["count"] = total, n
         else:
-            acc["sum"], acc["count"] = acc["sum"] + stacked * n, int(acc["count"]) + n
+            acc["sum"], acc["count"] = acc["sum"] + total, int(acc["count"]) + n
+
+    def _log_step(self, terms: list[torch.Tensor]) -> None:
+        """Step values to the loggers every ``trainer.log_every_n_steps`` optimiser steps."""
         trainer = self._trainer
         every = trainer.log_every_n_steps if trainer is not None else 0
         if every and self.global_step % every == 0 and trainer.is_global_zero:
-            values = {f"train/{k}_step": float(v) for k, v in zip(_TERMS, stacked, strict=True)}
+            values = {f"train/{k}_step": float(v) for k, v in zip(_TERMS, terms, strict=True)}
             for logger in self.loggers:
                 logger.log_metrics(values, step=self.global_step)
 
