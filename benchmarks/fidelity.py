@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--repro-cases", nargs="*", default=["default_s0", "default_s1"],
                         help="cases the study's setup also runs on (it fails: no need for all)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE",
+                        help="Hydra overrides for the default model, to benchmark a variant "
+                             "(e.g. --set model.lr=0.002)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--update", action="store_true",
@@ -162,7 +165,9 @@ def main() -> None:
                 if model == "seed_reproduction" and name not in args.repro_cases:
                     continue
                 kind, overrides = suite[name]
-                metrics, wall = run_case([*MODELS[model], *overrides], Path(tmp) / model / name)
+                extra = args.set if model == "default" else []
+                metrics, wall = run_case([*MODELS[model], *overrides, *extra],
+                                         Path(tmp) / model / name)
                 row = row_for(name, kind, model, metrics, wall)
                 rows = [r for r in rows if (r["case"], r["model"]) != (name, model)] + [row]
                 print(json.dumps(row), flush=True)

@@ -225,7 +225,8 @@ def build_analysis_callbacks(cfg: DictConfig, run_dir: str | Path) -> list[L.Cal
     a = cfg.analysis
     callbacks: list[L.Callback] = []
     if int(a.every_n_epochs) > 0:
-        settings = settings_from_cfg(a, int(a.n_samples), nll_points=NLL_POINTS)
+        settings = settings_from_cfg(a, int(a.n_samples), nll_points=NLL_POINTS,
+                                     coverage_samples=None)
         callbacks.append(AnalysisCallback(settings, int(a.every_n_epochs), run_dir))
     if int(a.tsne_every_n_epochs) > 0:
         callbacks.append(TSNECallback(int(a.tsne_every_n_epochs), int(a.tsne_points), run_dir))

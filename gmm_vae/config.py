@@ -119,6 +119,7 @@ class AnalysisConfig:
     iwae_samples: int = 64
     evaluate_at_end: bool = True
     eval_samples: int = 10_000
+    coverage_samples: int = 1_000_000
 
 
 @dataclass
@@ -183,7 +184,8 @@ def validate(cfg: DictConfig) -> None:
                 "model.prior_components",
                 "model.flow_transforms", "model.flow_hidden", "trainer.max_epochs",
                 "analysis.tsne_points", "analysis.n_samples", "analysis.hist_bins",
-                "analysis.peak_distance", "analysis.iwae_samples", "analysis.eval_samples"):
+                "analysis.peak_distance", "analysis.iwae_samples", "analysis.eval_samples",
+                "analysis.coverage_samples"):
         _positive_int(cfg, key)
     for key in ("analysis.every_n_epochs", "analysis.tsne_every_n_epochs",
                 "model.kl_warmup_epochs", "callbacks.progress_refresh_rate"):

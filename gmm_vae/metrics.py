@@ -191,6 +191,9 @@ def perfect_hq_fraction(dim: int, threshold: float = 3.0) -> float:
     return float(chi2.cdf(threshold**2, df=dim))
 
 
+_COVERAGE_CHUNK = 200_000
+
+
 def mode_coverage(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
                   min_share: float = 0.01) -> dict[str, Any]:
     """Which true components the samples cover, and how faithfully.
@@ -204,9 +207,13 @@ def mode_coverage(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
     """
     samples = np.asarray(samples, dtype=np.float64)
     k, d = gmm.n_components, gmm.dim
-    m2 = gmm.mahalanobis_sq(samples)
-    nearest = m2.argmin(axis=1)
-    best = m2[np.arange(len(samples)), nearest]
+    nearest = np.empty(len(samples), dtype=np.int64)
+    best = np.empty(len(samples))
+    # In chunks, so a million samples against many components never holds an (N, K) matrix.
+    for start in range(0, len(samples), _COVERAGE_CHUNK):
+        m2 = gmm.mahalanobis_sq(samples[start:start + _COVERAGE_CHUNK])
+        nearest[start:start + len(m2)] = m2.argmin(axis=1)
+        best[start:start + len(m2)] = m2.min(axis=1)
     hq = best <= threshold**2
     counts = np.bincount(nearest[hq], minlength=k)
     shares = counts / max(1, counts.sum())
@@ -220,6 +227,7 @@ def mode_coverage(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
         "hq_perfect": perfect,
         "hq_ratio": hq_fraction / perfect,
         "weights_tv": float(0.5 * np.abs(shares - gmm.weights).sum()),
+        "n_samples": len(samples),
         "median_fraction": float((best <= chi2.median(d)).mean()),
         "shares": shares.tolist(),
         "captured": captured.tolist(),

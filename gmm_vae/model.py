@@ -235,7 +235,8 @@ class VAE(L.LightningModule):
         trainer = self._trainer
         every = trainer.log_every_n_steps if trainer is not None else 0
         if every and self.global_step % every == 0 and trainer.is_global_zero:
-            values = {f"train/{k}_step": float(v) for k, v in zip(_TERMS, terms, strict=True)}
+            values = {f"train/{k}_step": float(v.detach())
+                      for k, v in zip(_TERMS, terms, strict=True)}
             for logger in self.loggers:
                 logger.log_metrics(values, step=self.global_step)
 

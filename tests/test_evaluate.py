@@ -31,8 +31,8 @@ METRIC_KEYS = {
     "modes": {"vae_samples", "ground_truth", "vae_samples_per_axis", "ground_truth_per_axis",
               "nd_vae_samples", "nd_ground_truth"},
     "coverage": {"modes_captured", "n_components", "hq_fraction", "hq_perfect", "hq_ratio",
-                 "weights_tv", "median_fraction", "shares", "captured"},
-    "coverage_truth": {"hq_fraction", "weights_tv", "median_fraction"},
+                 "weights_tv", "median_fraction", "shares", "captured", "n_samples"},
+    "coverage_truth": {"hq_fraction", "weights_tv", "median_fraction", "n_samples"},
     "nll": {"model", "true", "gap", "iwae_samples"},
     "distance": {"sliced_wasserstein", "sliced_wasserstein_floor"},
 }
@@ -80,6 +80,10 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
     assert metrics["coverage"]["n_components"] == 4
     assert 0 <= metrics["coverage"]["modes_captured"] <= 4
     assert np.isfinite(metrics["nll"]["gap"])
+    # Coverage (and its perfect-sampler reference) rests on analysis.coverage_samples (2000 in
+    # debug=tiny), more than the 500 samples the rest of the evaluation draws.
+    assert metrics["coverage"]["n_samples"] == 2000
+    assert metrics["coverage_truth"]["n_samples"] == 2000
 
     samples = np.load(out / "samples.npy")
     assert samples.shape == (500, 3)
@@ -221,6 +225,8 @@ def test_analysis_callback_appends_one_line_per_epoch_to_analysis_jsonl(analysis
         assert 0.0 <= line["analysis/hq_fraction"] <= 1.0
         assert line["metrics"]["coverage"]["modes_captured"] == line["analysis/modes_captured"]
         assert line["metrics"]["n_samples"] == 300  # analysis.n_samples of debug=tiny
+        # The callbacks keep coverage on their own small sample (cheap, every few epochs).
+        assert line["metrics"]["coverage"]["n_samples"] == 300
     assert not (off / "analysis.jsonl").exists()
 
 

@@ -57,6 +57,16 @@ def test_mode_coverage_of_true_samples_is_complete_and_calibrated(separated, tru
     assert cov["captured"] == [True] * 4
 
 
+def test_mode_coverage_in_chunks_equals_coverage_in_one_pass(separated, truth,
+                                                             monkeypatch) -> None:
+    x, _ = truth
+    whole = metrics.mode_coverage(x, separated)
+    monkeypatch.setattr(metrics, "_COVERAGE_CHUNK", 777)  # 20,000 rows in 26 uneven chunks
+    chunked = metrics.mode_coverage(x, separated)
+    assert chunked == whole
+    assert whole["n_samples"] == len(x)
+
+
 def test_mode_coverage_of_one_component_captures_one_of_four(separated) -> None:
     rng = np.random.default_rng(1)
     one = MEANS[2] + 0.6 * rng.standard_normal((5000, 3))
