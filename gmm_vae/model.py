@@ -57,7 +57,7 @@ class VAE(L.LightningModule):
         beta: float = 1.0,
         kl_warmup_epochs: int = 0,
         free_bits: float = 0.0,
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_schedule: str = "none",
         gradient_clip_val: float | None = None,

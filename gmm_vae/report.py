@@ -206,7 +206,7 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"calibrated 0.5 (truth {_fmt(g('coverage_truth.median_fraction'))})",
          "share of samples inside their component's median (chi-square) ellipsoid; 0 to 1, "
          "0.5 is calibrated, above: too concentrated, below: too diffuse"),
-        ("mixing-weight TV", _fmt(g("coverage.weights_tv")),
+        ("mixing-weight TV", _fmt(g("coverage.weights_tv"), 4),
          f"0 (truth's sampling noise {_fmt(g('coverage_truth.weights_tv'))})",
          "total-variation distance between the true weights and the shares of high-quality "
          "samples per component; 0 to 1, lower is better"),
@@ -312,10 +312,12 @@ def format_summary(metrics: dict[str, Any]) -> str:
     gap = g("nll.gap")
     return "\n".join([
         f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
-        f"{_fmt(g('n_samples'))} samples, seed {_fmt(metrics.get('seed'))}):",
+        f"{_fmt(g('n_samples'))} samples, coverage on {_fmt(g('coverage.n_samples'))}, "
+        f"seed {_fmt(metrics.get('seed'))}):",
         f"  modes captured {_fmt(g('coverage.modes_captured'))}/"
         f"{_fmt(g('coverage.n_components'))}   HQ share {_fmt(g('coverage.hq_fraction'))} "
-        f"(perfect {_fmt(g('coverage.hq_perfect'))})   weights TV {_fmt(g('coverage.weights_tv'))}",
+        f"(perfect {_fmt(g('coverage.hq_perfect'))})   weights TV "
+        f"{_fmt(g('coverage.weights_tv'), 4)}",
         f"  NLL gap {_fmt(gap)} nats/point (model {_fmt(g('nll.model'))}, "
         f"true {_fmt(g('nll.true'))})   sliced W {_fmt(g('distance.sliced_wasserstein'))} "
         f"(floor {_fmt(g('distance.sliced_wasserstein_floor'))})",
