@@ -1,6 +1,6 @@
 """Fidelity benchmark: does the default VAE capture every mode, where the study's VAE fails?
 
-    python benchmarks/fidelity.py                  # the full suite (~1 h on 2 CPU cores)
+    python benchmarks/fidelity.py                  # the full suite (~1.5 h of CPU, 300-epoch runs)
     python benchmarks/fidelity.py --cases default_s0 tight25 --models default
     python benchmarks/fidelity.py --list
 

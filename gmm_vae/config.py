@@ -73,7 +73,7 @@ class TrainerConfig:
     strategy: Any = "auto"
     num_nodes: int = 1
     precision: Any = "32-true"
-    max_epochs: int = 150
+    max_epochs: int = 300
     max_time: str | None = None
     log_every_n_steps: int = 50
     check_val_every_n_epoch: int = 1
