@@ -6,12 +6,12 @@
 Everything runs in one process, so the ratios compare like with like on whatever machine runs
 it. Part 1 times per-step training: the project's ``trainer.fit`` (data module, model, logging,
 progress bar) and a plain loop over in-memory tensors (permute, slice, forward, backward, Adam)
-on the same model, data and batch size. After a warm-up epoch, every window of 10 Lightning
-steps (80 optimiser steps) is followed by 80 raw steps, and the ratio is the median over these
-pairs: a shared machine's speed drifts within seconds, and pairing cancels the drift that made
-ratios of separate runs swing between 1.0 and 1.4. Part 2 times a default ``train.py`` run with
-analysis on vs off; ``--scale`` and ``--sweep-epochs`` add data size and joblib sweeps. The last
-line is ``lightning/raw ratio: X.XX``.
+on the same model, data and batch size. After a warm-up epoch, every Lightning step (8
+optimiser steps) is followed by 8 raw steps, and the ratio is total Lightning time over total
+raw time across these pairs: a shared machine's speed drifts within seconds, and pairing
+cancels the drift that made ratios of separate runs swing between 1.0 and 1.4. Part 2 times a
+default ``train.py`` run with analysis on vs off; ``--scale`` and ``--sweep-epochs`` add data
+size and joblib sweeps. The last line is ``lightning/raw ratio: X.XX``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from gmm_vae.callbacks import build_callbacks  # noqa: E402
 from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
 
 # Training only: no validation, checkpoints or analysis (the raw loop has none of them).
-WINDOW = 1  # Lightning steps per timing window (8 optimiser steps by default)
 BASE = ["trainer.accelerator=cpu", "trainer.limit_val_batches=0", "callbacks.checkpoint=false",
         "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
         "analysis.evaluate_at_end=false"]
@@ -74,17 +73,16 @@ class RawLoop:
 
 
 class PairedTimer(L.Callback):
-    """Times windows of ``window`` Lightning steps, each followed by a raw-loop window.
+    """Times every Lightning step, each followed by as many optimiser steps of the raw loop.
 
-    The raw loop runs the same number of optimiser steps right after each Lightning window, so
-    every pair sees the same state of the machine: on a shared host whose speed drifts by ±20%
-    within seconds, the median of the per-pair ratios is stable where a ratio of two separate
-    runs is not. A Lightning window spans whatever Lightning does between steps and epochs
+    Each pair sees the same state of the machine: on a shared host whose speed drifts by ±20%
+    within seconds, totals over many short pairs compare like with like where two separate
+    runs do not. A Lightning window spans whatever Lightning does between steps and epochs
     (hooks, logging, progress bar, epoch-end work, the scheduler); the raw window does not.
     """
 
-    def __init__(self, raw: RawLoop, window: int, skip: int) -> None:
-        self.raw, self.window, self.skip = raw, window, skip
+    def __init__(self, raw: RawLoop, skip: int) -> None:
+        self.raw, self.skip = raw, skip
         self.calls = 0
         self.start: tuple[float, int] | None = None
         self.lightning: list[float] = []  # seconds per optimiser step, per window
@@ -94,13 +92,13 @@ class PairedTimer(L.Callback):
                              batch: object, batch_idx: int) -> None:
         now, step = time.perf_counter(), int(trainer.global_step)
         self.calls += 1
-        if self.calls <= self.skip or (self.calls - self.skip - 1) % self.window:
+        if self.calls <= self.skip:
             return
         if self.start is not None and step > self.start[1]:
             steps = step - self.start[1]
             self.lightning.append((now - self.start[0]) / steps)
             self.plain.append(self.raw.run(steps) / steps)
-        self.start = (time.perf_counter(), int(trainer.global_step))
+        self.start = (time.perf_counter(), step)
 
 
 def paired_fit(cfg, epochs: int, raw_cfg=None) -> PairedTimer:  # type: ignore[no-untyped-def]
@@ -116,7 +114,7 @@ def paired_fit(cfg, epochs: int, raw_cfg=None) -> PairedTimer:  # type: ignore[n
     plain = RawLoop(cfg if raw_cfg is None else raw_cfg)
     skip = 10
     plain.run(skip * cfg.data.steps_per_call)
-    timer = PairedTimer(plain, WINDOW, skip=skip)
+    timer = PairedTimer(plain, skip=skip)
     with tempfile.TemporaryDirectory() as tmp:
         callbacks = [c for c in build_callbacks(cfg, Path(tmp))
                      if type(c).__name__ in ("TQDMProgressBar", "NaNGuard", "RNGState")]
@@ -181,7 +179,7 @@ def main() -> None:
         lit += timer.lightning
         raw += timer.plain
         ratios += [a / b for a, b in zip(timer.lightning, timer.plain, strict=True)]
-    steps = WINDOW * cfg.data.steps_per_call
+    steps = cfg.data.steps_per_call
     med_raw, med_lit = statistics.median(raw), statistics.median(lit)
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     mean_raw, mean_lit = statistics.fmean(raw), statistics.fmean(lit)
@@ -204,7 +202,7 @@ def main() -> None:
               f"on {times['on']:.1f} s")
         print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")
     if args.scale:
-        big = compose_cfg([*BASE, "data.n_samples=1000000"])
+        big = compose_cfg([*BASE, *args.overrides, "data.n_samples=1000000"])
         timer = paired_fit(big, 1, raw_cfg=cfg)  # yardstick: the same 10k-point raw loop
         big_ratio = statistics.fmean(timer.lightning) / statistics.fmean(timer.plain)
         small_ratio = mean_lit / mean_raw

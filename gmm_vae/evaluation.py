@@ -109,7 +109,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
     try:
         torch.manual_seed(seed)
         t0 = time.perf_counter()
-        samples = model.sample(settings.n_samples).double().cpu().numpy()
+        samples = _sample(model, settings.n_samples)
         truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
         timings["sample"] = time.perf_counter() - t0
         out: dict[str, Any] = {"n_samples": settings.n_samples}

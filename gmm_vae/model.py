@@ -220,10 +220,7 @@ class VAE(L.LightningModule):
         not per mini-batch, keeps the bookkeeping small beside the maths.
         """
         n = sum(sizes)
-        if len(set(sizes)) == 1:
-            total = stacked.sum(dim=0) * sizes[0]
-        else:
-            total = (stacked * stacked.new_tensor(sizes).unsqueeze(1)).sum(dim=0)
+        total = (stacked * stacked.new_tensor(sizes).unsqueeze(1)).sum(dim=0)
         acc = self._acc
         if acc["count"] == 0:
             acc["sum"], acc["count"] = total, n
