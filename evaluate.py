@@ -3,13 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from gmm_vae.cli import run_cli
-from gmm_vae.report import run_evaluation
+from gmm_vae.cli import evaluate_main, run_cli
 
 
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_evaluation(cfg)
+    evaluate_main(cfg)
 
 
 if __name__ == "__main__":

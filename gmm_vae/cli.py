@@ -4,10 +4,15 @@ Hydra reports every exception with a (shortened) traceback. For a mistake in a s
 noise: the user needs the setting, its value and what is allowed. ``run_cli`` wraps a
 ``@hydra.main`` function so that configuration errors print ``error: <one line>`` and exit 2,
 while genuine bugs keep Hydra's report. ``HYDRA_FULL_ERROR=1`` shows every traceback.
+
+This is the top layer under the entry points: ``train_main`` and ``evaluate_main`` are the bodies
+of ``train.py`` and ``evaluate.py``. It imports the pipeline (lazily, so a typo fails before
+torch loads); nothing in the package imports it back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -15,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmm_vae.errors import ConfigError
+from gmm_vae.errors import ConfigError, TrainingDiverged
+
+_log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
 
@@ -28,8 +35,6 @@ def user_error_message(exc: BaseException) -> str | None:
         OverrideParseException,
     )
     from omegaconf.errors import OmegaConfBaseException
-
-    from gmm_vae.callbacks import TrainingDiverged
 
     if isinstance(exc, ConfigError | TrainingDiverged):
         return _first_line(str(exc))
@@ -108,7 +113,7 @@ def validate_or_exit(cfg: Any) -> None:
     """A single run's config and spec file, checked before torch loads (about a second).
 
     On a mistake: one line on stderr, the empty run dir removed, exit 2. Multiruns and resumes
-    are left to ``pipeline.run_training``, which knows how to fail one job of a sweep.
+    are left to ``train_main``, which knows how to fail one job of a sweep.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -130,4 +135,57 @@ def validate_or_exit(cfg: Any) -> None:
             raise
         remove_unstarted_run_dir(Path(HydraConfig.get().runtime.output_dir))
         print(f"error: {_first_line(str(exc))}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def train_main(cfg: Any) -> float:
+    """train.py's body: ``train`` in the Hydra run dir, with failure handling per run mode.
+
+    A single run lets errors propagate (the CLI prints them in one line) and removes a run dir
+    that a configuration error left empty. In a multirun one bad combination must not kill the
+    sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
+    """
+    from gmm_vae.pipeline import hydra_run_dir, is_multirun, resume_config, train, write_status
+
+    run_dir = hydra_run_dir()
+    try:
+        if cfg.resume:
+            hydra_dir = run_dir
+            cfg, run_dir = resume_config(cfg)
+            remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
+        return train(cfg, run_dir)
+    except Exception as exc:
+        if not is_multirun():
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            remove_unstarted_run_dir(run_dir)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # Exit here rather than re-raise: Hydra would first print its own banner line.
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USAGE) from None
+        message = user_error_message(exc) or f"{type(exc).__name__}: {exc}"
+        write_status(run_dir, "failed", error=message.splitlines()[0] if message else "")
+        _log.error("job failed: %s", message)
+        return float("nan")
+
+
+def evaluate_main(cfg: Any) -> dict[str, Any]:
+    """evaluate.py's body: ``evaluate_run`` on the command's settings, with one-line errors.
+
+    A user mistake is printed as ``error: <one line>`` with exit code 2 right here: re-raised,
+    Hydra would first print its own "Error executing job" banner. ``HYDRA_FULL_ERROR=1`` shows
+    the traceback instead.
+    """
+    from gmm_vae.rerun import evaluate_run
+
+    try:
+        return evaluate_run(cfg.run_dir, cfg.ckpt, cfg.n_samples, cfg.seed)
+    except Exception as exc:
+        # A ConfigError is already one line; asking cli for it would import Lightning first.
+        message = str(exc) if isinstance(exc, ConfigError) else user_error_message(exc)
+        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE) from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -71,7 +70,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
                      enable_checkpointing=bool(cfg.callbacks.checkpoint), **trainer_kwargs)
 
 
-def _write_status(run_dir: Path, status: str, **extra: Any) -> None:
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_json(run_dir / "status.json", {"status": status, **extra})
 
 
@@ -98,7 +97,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """
     config_mod.validate(cfg)
     strategy = str(cfg.trainer.strategy)
-    if (_is_multirun() and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
+    if (is_multirun() and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
             and "SLURM_NTASKS" not in os.environ):
         raise ConfigError(
             f"trainer.strategy={strategy} cannot run inside a multirun (Lightning re-launches "
@@ -120,7 +119,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     run_dir.mkdir(parents=True, exist_ok=True)
     rank_zero = _is_rank_zero()
     if rank_zero:
-        _write_status(run_dir, "running")
+        write_status(run_dir, "running")
     try:
         dm.gmm.to_yaml(run_dir / "gmm.yaml")
         trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
@@ -136,13 +135,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
             log_hparams(trainer, cfg, evaluation)
     except BaseException as exc:
         if rank_zero:
-            _write_status(run_dir, "failed",
+            write_status(run_dir, "failed",
                           error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
     wall = time.perf_counter() - started
     score = objective(evaluation)
     if trainer.is_global_zero:
-        _write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
+        write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
                       objective=score if math.isfinite(score) else None)
     if trainer.is_global_zero:
         # ddp_spawn trains in child processes: the parent's trainer never advanced its epoch.
@@ -240,7 +239,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
     print("\n".join(lines), flush=True)
 
 
-def _is_multirun() -> bool:
+def is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -276,36 +275,3 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     resumed.resume = None
     resumed.ckpt_path = str(last)
     return resumed, run_dir  # type: ignore[return-value]
-
-
-def run_training(cfg: DictConfig) -> float:
-    """train.py's body: ``train`` in the Hydra run dir, with failure handling per run mode.
-
-    A single run lets errors propagate (the CLI prints them in one line) and removes a run dir
-    that a configuration error left empty. In a multirun one bad combination must not kill the
-    sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
-    """
-    from gmm_vae.cli import EXIT_USAGE, remove_unstarted_run_dir, user_error_message
-
-    run_dir = hydra_run_dir()
-    try:
-        if cfg.resume:
-            hydra_dir = run_dir
-            cfg, run_dir = resume_config(cfg)
-            remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
-        return train(cfg, run_dir)
-    except Exception as exc:
-        if not _is_multirun():
-            message = user_error_message(exc)
-            if message is None:
-                raise
-            remove_unstarted_run_dir(run_dir)
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            # Exit here rather than re-raise: Hydra would first print its own banner line.
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_USAGE) from None
-        message = user_error_message(exc) or f"{type(exc).__name__}: {exc}"
-        _write_status(run_dir, "failed", error=message.splitlines()[0] if message else "")
-        log.error("job failed: %s", message)
-        return float("nan")

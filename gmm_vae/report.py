@@ -1,31 +1,27 @@
 """The final evaluation of a run: metrics, samples, figures and a readable report in evaluation/.
 
 ``write_evaluation`` is called at the end of training (``analysis.evaluate_at_end``) and by
-``evaluate.py`` through ``evaluate_run``, which rebuilds a trained model from a run directory
-alone. Every file is written atomically, so a killed evaluation never leaves a file that looks
-complete but is not.
+``evaluate.py`` through ``gmm_vae.rerun.evaluate_run``, which rebuilds a trained model from a run
+directory alone. This module renders and writes; it never imports the training pipeline or the
+command-line layer (they import it). Every file is written atomically, so a killed evaluation
+never leaves a file that looks complete but is not.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gmm_vae.checkpoints import check_weights, read_checkpoint
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
-    import torch
 
     from gmm_vae.gmm import GMM
 
@@ -39,8 +35,6 @@ FIGURES = {
     "pairwise": "pairwise.png",
     "histograms": "histograms.png",
 }
-# Checkpoint names ``ckpt=`` accepts besides a path, and the file each one means.
-NAMED_CHECKPOINTS = {"last": "last.ckpt", "best": "best.ckpt"}
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -325,166 +319,3 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"{_fmt(g('clusters.vae_samples.k_latent'))}, ground truth "
         f"{_fmt(g('clusters.ground_truth.k_data'))}/{_fmt(g('clusters.ground_truth.k_latent'))}",
     ])
-
-
-# ----------------------------------------------------------------------- evaluate.py
-
-
-def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
-    """evaluate.py's body: ``evaluate_run`` on the command's settings, with one-line errors.
-
-    A user mistake is printed as ``error: <one line>`` with exit code 2 right here: re-raised,
-    Hydra would first print its own "Error executing job" banner. ``HYDRA_FULL_ERROR=1`` shows
-    the traceback instead.
-    """
-    from gmm_vae.cli import EXIT_USAGE, user_error_message
-
-    try:
-        return evaluate_run(cfg.run_dir, cfg.ckpt, cfg.n_samples, cfg.seed)
-    except Exception as exc:
-        # A ConfigError is already one line; asking cli for it would import Lightning first.
-        message = str(exc) if isinstance(exc, ConfigError) else user_error_message(exc)
-        if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
-
-
-def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
-                 n_samples: int | None = None, seed: int | None = None) -> dict[str, Any]:
-    """evaluate.py's body: rebuild a run's model from its directory and write ``evaluation/``.
-
-    The config comes from ``<run_dir>/.hydra/config.yaml``, the mixture is rebuilt from it and
-    checked against ``<run_dir>/gmm.yaml`` (the file wins if they differ, since it is what the
-    run trained on), and the checkpoint is read with ``weights_only=True`` so a checkpoint from
-    elsewhere cannot run code. ``n_samples=None`` and ``seed=None`` mean the run's
-    ``analysis.eval_samples`` and ``seed``: with ``ckpt=last`` that reproduces the evaluation
-    training ended with, number for number. Every user mistake is a one-line ConfigError.
-    """
-    if run_dir is None or str(run_dir).strip() == "":
-        raise ConfigError("run_dir is required: python evaluate.py run_dir=<a train.py run "
-                          "directory>")
-    if n_samples is not None and (not isinstance(n_samples, int) or isinstance(n_samples, bool)
-                                  or n_samples < 1):
-        raise ConfigError(f"n_samples must be a positive integer (got {n_samples!r})")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ConfigError(f"seed must be an integer (got {seed!r})")
-    run_dir = Path(str(run_dir)).expanduser()
-    cfg = load_run_config(run_dir)
-    ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
-    n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
-    seed = int(cfg.seed) if seed is None else int(seed)
-    # Only now the heavy imports, so every mistake above is reported at once.
-    import torch
-
-    from gmm_vae import pipeline
-
-    state = load_checkpoint(ckpt_path, label)
-    if cfg.torch_threads:
-        torch.set_num_threads(int(cfg.torch_threads))
-    pipeline.quiet_lightning()
-    dm = datamodule_for_run(cfg, run_dir)
-    model = pipeline.build_model(cfg, dm)
-    load_weights(model, state, label)
-    model.eval()
-    metrics = write_evaluation(run_dir, model, dm, cfg, label, n, seed)
-    out = run_dir / EVAL_DIR
-    print("\n".join([
-        format_summary(metrics),
-        f"  report:  {out / 'report.md'}",
-        f"  metrics: {out / 'metrics.json'}   samples: {out / 'samples.npy'}",
-        f"  figures: {', '.join(str(out / f) for f in FIGURES.values())}",
-    ]), flush=True)
-    return metrics
-
-
-def load_run_config(run_dir: Path) -> DictConfig:
-    """The run's composed config, on the current schema (so settings added since get defaults)."""
-    from gmm_vae import config as config_mod
-
-    if not run_dir.is_dir():
-        raise ConfigError(f"run_dir={run_dir} does not exist")
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"run_dir={run_dir}: not a train.py run directory (no "
-                          ".hydra/config.yaml)")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig), OmegaConf.load(path))
-    except Exception as exc:  # YAML or schema errors: both mean the file cannot be used
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"run_dir={run_dir}: .hydra/config.yaml cannot be used ({first})") \
-            from None
-    config_mod.validate(cfg)  # type: ignore[arg-type]
-    return cfg  # type: ignore[return-value]
-
-
-def resolve_checkpoint(run_dir: Path, ckpt: str | int | None) -> tuple[Path, str]:
-    """The checkpoint file ``ckpt`` names, and the label reports show for it.
-
-    ``last`` / ``best`` are the run's own checkpoints; anything else is a path, tried as given
-    and then relative to the run directory.
-    """
-    value = "" if ckpt is None else str(ckpt).strip()
-    if value in NAMED_CHECKPOINTS:
-        path = run_dir / "checkpoints" / NAMED_CHECKPOINTS[value]
-        if path.is_file():
-            return path, value
-        found = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
-        hint = (f"found {', '.join(found)} in its checkpoints/; pass ckpt=<path>" if found
-                else "the run saved no checkpoints (callbacks.checkpoint=false, or it was "
-                "stopped before its first epoch ended)")
-        raise ConfigError(f"ckpt={value}: {path} not found; {hint}")
-    looks_like_path = value.endswith(".ckpt") or "/" in value or os.sep in value
-    candidates = [Path(value).expanduser(), run_dir / value] if value else []
-    for path in candidates:
-        if path.is_file():
-            return path, value
-    if not looks_like_path:
-        raise ConfigError(f"ckpt must be last, best or the path of a .ckpt file (got {value!r})")
-    raise ConfigError(f"ckpt={value}: no such checkpoint file")
-
-
-def load_checkpoint(path: Path, label: str) -> dict[str, Any]:
-    """The checkpoint's contents, read with ``weights_only=True`` (tensors and plain data only)."""
-    return read_checkpoint(path, f"ckpt={label}: {path}")
-
-
-def load_weights(model: torch.nn.Module, state: dict[str, Any], label: str) -> None:
-    """Load the checkpoint's weights, naming the first mismatches if it is another model's."""
-    check_weights(model, state, f"ckpt={label}", "the run's config")
-    model.load_state_dict(state["state_dict"])
-
-
-def _same_gmm(a: GMM, b: GMM) -> bool:
-    return all(x.shape == y.shape and np.allclose(x, y, rtol=1e-9, atol=1e-12)
-               for x, y in ((a.means, b.means), (a.covariances, b.covariances),
-                            (a.weights, b.weights)))
-
-
-def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
-    """The run's data module, on exactly the mixture it trained on.
-
-    Rebuilt from the config (same seeds, same test points). ``<run_dir>/gmm.yaml`` is the record
-    of the mixture actually used: if the rebuild differs (a spec file edited or moved since),
-    the data module is rebuilt from ``gmm.yaml`` instead, with a warning.
-    """
-    from gmm_vae import pipeline
-    from gmm_vae.gmm import GMM
-
-    saved_path = run_dir / "gmm.yaml"
-    saved = GMM.from_yaml(saved_path) if saved_path.is_file() else None
-    try:
-        dm = pipeline.build_datamodule(cfg)
-    except ConfigError as exc:
-        if saved is None:
-            raise ConfigError(f"run_dir={run_dir}: cannot rebuild the run's mixture ({exc}) and "
-                              "it has no gmm.yaml") from None
-        dm, reason = None, str(exc)
-    else:
-        reason = "it differs from the mixture rebuilt from the run's config"
-    if saved is not None and (dm is None or not _same_gmm(dm.gmm, saved)):
-        print(f"warning: using {saved_path} ({reason})", file=sys.stderr, flush=True)
-        cfg = copy.deepcopy(cfg)  # the caller's config keeps its own spec_path
-        cfg.data.spec_path = str(saved_path)
-        dm = pipeline.build_datamodule(cfg)
-    return dm

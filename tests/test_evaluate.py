@@ -21,7 +21,8 @@ from gmm_vae.analysis_callbacks import (
 )
 from gmm_vae.errors import ConfigError
 from gmm_vae.pipeline import train
-from gmm_vae.report import FIGURES, evaluate_run, json_safe
+from gmm_vae.report import FIGURES, json_safe
+from gmm_vae.rerun import evaluate_run
 from tests.conftest import TINY, compose_config
 
 QUIET = ["analysis.evaluate_at_end=false", "analysis.every_n_epochs=0",
