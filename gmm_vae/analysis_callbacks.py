@@ -40,6 +40,9 @@ ANALYSIS_SCALARS: dict[str, str] = {
     "analysis/modes_captured": "coverage.modes_captured",
     "analysis/hq_fraction": "coverage.hq_fraction",
     "analysis/weights_tv": "coverage.weights_tv",
+    "analysis/weights_tv_hq": "coverage.weights_tv_hq",
+    "analysis/active_units": "latent.active_units",
+    "analysis/kl": "latent.kl",
     "analysis/nll_gap": "nll.gap",
     "analysis/sliced_wasserstein": "distance.sliced_wasserstein",
     "analysis/k_data_vae": "clusters.vae_samples.k_data",
@@ -96,6 +99,11 @@ def analysis_scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
         value = lookup(metrics, path)
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         out[name] = json_safe(value) if numeric else None
+    # One curve per latent unit: which units carry information, and when they stopped.
+    for i, value in enumerate(lookup(metrics, "latent.kl_per_dim") or []):
+        out[f"analysis/kl_dim_{i}"] = json_safe(float(value))
+    collapsed = lookup(metrics, "latent.collapsed")
+    out["analysis/posterior_collapsed"] = None if collapsed is None else float(collapsed)
     return out
 
 

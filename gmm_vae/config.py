@@ -57,8 +57,9 @@ class ModelConfig:
     flow_transforms: int = 3
     flow_hidden: int = 64
     beta: float = 1.0
-    kl_warmup_epochs: int = 0
+    kl_warmup_epochs: int | None = 0
     free_bits: float = 0.0
+    decoder_init_log_var: float = 0.0
     lr: float = 2e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
@@ -109,13 +110,14 @@ class AnalysisConfig:
     tsne_every_n_epochs: int = 250
     tsne_points: int = 1_000
     n_samples: int = 2_000
-    k_max: int = 10
-    cluster_criterion: str = "silhouette"
+    k_max: int | None = None
+    cluster_criterion: str = "bic"
     hist_bins: int = 50
     peak_height: float = 0.1
     peak_distance: int = 3
     hq_threshold: float = 3.0
     min_share: float = 0.01
+    min_capture: float = 0.1
     iwae_samples: int = 64
     evaluate_at_end: bool = True
     eval_samples: int = 10_000
@@ -137,6 +139,11 @@ class TrainConfig:
     ckpt_path: str | None = None
     resume: str | None = None
     name: str = "default"
+
+
+def resolve_kl_warmup(kl_warmup_epochs: int | None, max_epochs: int) -> int:
+    """``model.kl_warmup_epochs``: None (auto) is the first third of training."""
+    return max(1, max_epochs // 3) if kl_warmup_epochs is None else int(kl_warmup_epochs)
 
 
 def resolve_latent_dim(latent_dim: int | None, data_dim: int) -> int:
@@ -188,11 +195,22 @@ def validate(cfg: DictConfig) -> None:
                 "analysis.coverage_samples"):
         _positive_int(cfg, key)
     for key in ("analysis.every_n_epochs", "analysis.tsne_every_n_epochs",
-                "model.kl_warmup_epochs", "callbacks.progress_refresh_rate"):
+                "callbacks.progress_refresh_rate"):
         _positive_int(cfg, key, minimum=0)
-    _positive_int(cfg, "analysis.k_max", minimum=2)
+    if cfg.analysis.k_max is not None:
+        _positive_int(cfg, "analysis.k_max", minimum=2)
+    _positive_float(cfg, "analysis.min_capture")
+    if cfg.analysis.min_capture > 1:
+        raise ConfigError("analysis.min_capture must be in (0, 1]: the fraction of a perfect "
+                          f"sampler's share a captured mode needs (got {cfg.analysis.min_capture})")
     if cfg.model.latent_dim is not None:
         _positive_int(cfg, "model.latent_dim")
+    if cfg.model.kl_warmup_epochs is not None:
+        _positive_int(cfg, "model.kl_warmup_epochs", minimum=0)
+    log_var = cfg.model.decoder_init_log_var
+    if not isinstance(log_var, int | float) or not -12.0 <= log_var <= 6.0:
+        raise ConfigError("model.decoder_init_log_var must be a number in [-12, 6], the "
+                          f"decoder's log-variance bounds (got {log_var!r})")
     for key in ("model.lr", "data.mean_spread", "data.scale_min", "data.scale_max",
                 "data.weight_concentration", "analysis.hq_threshold"):
         _positive_float(cfg, key)

@@ -27,13 +27,14 @@ class EvalSettings:
     # Defaults are the config schema's, so the two cannot drift apart.
     n_samples: int = AnalysisConfig.eval_samples
     cluster_points: int = AnalysisConfig.n_samples
-    k_max: int = AnalysisConfig.k_max
+    k_max: int | None = AnalysisConfig.k_max  # None: max(10, 2K)
     cluster_criterion: str = AnalysisConfig.cluster_criterion
     hist_bins: int = AnalysisConfig.hist_bins
     peak_height: float = AnalysisConfig.peak_height
     peak_distance: int = AnalysisConfig.peak_distance
     hq_threshold: float = AnalysisConfig.hq_threshold
     min_share: float = AnalysisConfig.min_share
+    min_capture: float = AnalysisConfig.min_capture
     iwae_samples: int = AnalysisConfig.iwae_samples
     nll_points: int | None = None
     # Samples behind coverage.* (the first n_samples of them are the samples above); None or
@@ -59,13 +60,14 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
     s = EvalSettings(
         n_samples=n_samples,
         cluster_points=min(int(analysis.n_samples), n_samples),
-        k_max=int(analysis.k_max),
+        k_max=None if analysis.k_max is None else int(analysis.k_max),
         cluster_criterion=str(analysis.cluster_criterion),
         hist_bins=int(analysis.hist_bins),
         peak_height=float(analysis.peak_height),
         peak_distance=int(analysis.peak_distance),
         hq_threshold=float(analysis.hq_threshold),
         min_share=float(analysis.min_share),
+        min_capture=float(analysis.min_capture),
         iwae_samples=int(analysis.iwae_samples),
         coverage_samples=int(analysis.coverage_samples),
     )
@@ -80,6 +82,19 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
     decoder activations)."""
     parts = [model.sample(min(chunk, n - i)).double().cpu().numpy() for i in range(0, n, chunk)]
     return np.concatenate(parts) if parts else np.empty((0, model.data_dim))
+
+
+# Truth samples behind the perfect sampler's reference shares: their noise (~0.0005 in TV for
+# K = 4) is well under any difference between models.
+REFERENCE_SAMPLES = 1_000_000
+
+
+def coverage_reference(gmm: GMM, threshold: float, seed: int = 0,
+                       n: int = REFERENCE_SAMPLES) -> np.ndarray:
+    """(K + 1,) a perfect sampler's shares per component (high quality) and off-mode."""
+    pts = gmm.sample(n, np.random.default_rng([seed, 96]))[0]
+    cov = metrics.mode_coverage(pts, gmm, threshold)
+    return np.append(cov["shares"], cov["off_mode_share"])
 
 
 def _memo(cache: dict[str, Any] | None, key: str, compute: Callable[[], Any]) -> Any:
@@ -123,24 +138,35 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
                              "the model has diverged")
 
         t0 = time.perf_counter()
-        # Coverage gets its own, larger draw: the weights' TV from 10,000 samples is noisy at the
-        # 0.006 level, more than the differences between good models. The extra samples come
+        # Coverage gets its own, larger draw: the weights' error from 10,000 samples is noisy at
+        # the 0.006 level, more than the differences between good models. The extra samples come
         # after the ones above in the same streams, so those stay what they were.
-        extra = max(0, (settings.coverage_samples or 0) - settings.n_samples)
+        n_cov = max(settings.n_samples, settings.coverage_samples or 0)
+        extra = n_cov - settings.n_samples
         cov_samples = samples if not extra else np.concatenate([samples, _sample(model, extra)])
-        cov = metrics.mode_coverage(cov_samples, gmm, settings.hq_threshold, settings.min_share)
+        # The perfect sampler's shares, measured on the truth's own samples (right even where
+        # components overlap), from a draw large enough to be a fixed reference.
+        reference = _memo(cache, "coverage_reference",
+                          lambda: coverage_reference(gmm, settings.hq_threshold, seed))
+        cov = metrics.mode_coverage(cov_samples, gmm, settings.hq_threshold,
+                                    settings.min_capture, reference)
         out["coverage"] = cov
+        out["literature"] = metrics.literature_protocol(cov_samples, gmm, settings.hq_threshold)
 
         def truth_coverage() -> dict[str, Any]:
-            more = gmm.sample(extra, np.random.default_rng([seed, 97]))[0] if extra else None
-            pts = truth if more is None else np.concatenate([truth, more])
-            return {k: v for k, v in metrics.mode_coverage(pts, gmm, settings.hq_threshold,
-                                                           settings.min_share).items()
-                    if k in ("hq_fraction", "weights_tv", "median_fraction", "n_samples")}
+            # An independent truth draw of the model's size: what a perfect sampler scores here.
+            pts = gmm.sample(n_cov, np.random.default_rng([seed, 97]))[0]
+            return {k: v for k, v in metrics.mode_coverage(
+                pts, gmm, settings.hq_threshold, settings.min_capture, reference).items()
+                if k in ("modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
+                         "median_fraction", "n_samples")}
 
         out["coverage_truth"] = _memo(cache, "coverage_truth", truth_coverage)
         del cov_samples
         timings["coverage"] = time.perf_counter() - t0
+
+        usage = model.latent_usage(torch.from_numpy(np.asarray(x_test)))
+        out["latent"] = metrics.latent_diagnostics(**usage)
 
         t0 = time.perf_counter()
         # A second, independent ground-truth draw of the same size gives the distance's noise
@@ -180,17 +206,19 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
             gt_codes = model.embed(torch.from_numpy(truth[:m])).cpu().numpy()
             # VAE samples have no true label: use their nearest true component.
             vae_labels = gmm.mahalanobis_sq(usable[:m]).argmin(axis=1)
+            k_max = settings.k_max or metrics.default_k_max(gmm.n_components)
             out["clusters"] = {
                 "criterion": settings.cluster_criterion,
+                "k_max": k_max,
                 "vae_samples": metrics.compare_clusters(
-                    usable[:m], vae_codes, settings.k_max, settings.cluster_criterion,
+                    usable[:m], vae_codes, k_max, settings.cluster_criterion,
                     labels=vae_labels, seed=seed),
                 # The truth's own clustering does not change between epochs; its codes do.
                 "ground_truth": metrics.merge_cluster_counts(
                     _memo(cache, "gt_clusters", lambda: metrics.cluster_count(
-                        truth[:m], settings.k_max, settings.cluster_criterion,
+                        truth[:m], k_max, settings.cluster_criterion,
                         truth_labels[:m], seed)),
-                    metrics.cluster_count(gt_codes, settings.k_max, settings.cluster_criterion,
+                    metrics.cluster_count(gt_codes, k_max, settings.cluster_criterion,
                                           truth_labels[:m], seed)),
             }
             timings["clusters"] = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,6 +29,7 @@ from gmm_vae.priors import build_prior
 # above, the decoder could explain everything as noise.
 _MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
 _TERMS = ("loss", "recon", "kl")
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -57,6 +59,7 @@ class VAE(L.LightningModule):
         beta: float = 1.0,
         kl_warmup_epochs: int = 0,
         free_bits: float = 0.0,
+        decoder_init_log_var: float = 0.0,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_schedule: str = "none",
@@ -78,6 +81,10 @@ class VAE(L.LightningModule):
         # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
         self.encoder = mlp([data_dim, *hidden, 2 * latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden), out])
+        if likelihood == "gaussian" and decoder_init_log_var:
+            # Start p(x|z) narrow: see README "Why the default collapsed on the ring".
+            with torch.no_grad():
+                self.decoder[-1].bias[data_dim:] = decoder_init_log_var
         self.prior = build_prior(prior, latent_dim, prior_components, flow_transforms,
                                  flow_hidden)
         shift = torch.zeros(data_dim) if data_shift is None else torch.tensor(data_shift)
@@ -301,6 +308,35 @@ class VAE(L.LightningModule):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior means of data-coordinate points: the latent codes the analysis clusters."""
         return self.encode(self.normalize(x.to(self.device, self.dtype)))[0]
+
+    @torch.no_grad()
+    def latent_usage(self, x: torch.Tensor) -> dict[str, Any]:
+        """How much the latent code is used, on data-coordinate points: collapse diagnostics.
+
+        ``mean_variance``: per latent unit, the variance over the points of the posterior mean
+        (Burda et al. 2016 call a unit active when it exceeds 0.01). ``kl``: mean KL(q(z|x) ||
+        p(z)) in nats (one-sample Monte Carlo, analytic for the standard prior).
+        ``kl_per_dim``: mean KL of each coordinate's posterior against the prior's 1-D marginal
+        (None for the flow prior, whose marginals have no closed form). A collapsed posterior
+        has every unit inactive and KL near 0: the decoder then ignores z.
+        """
+        mean, log_var = self.encode(self.normalize(x.to(self.device, self.dtype)))
+        z = self.reparameterize(mean, log_var)
+        log_q_dims = -0.5 * (_LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var))
+        if getattr(self.prior, "has_analytic_kl", False):
+            kl_dims = kl_standard_normal(mean, log_var)
+            kl = kl_dims.sum(dim=-1)
+        else:
+            kl = log_q_dims.sum(dim=-1) - self.prior.log_prob(z)
+            marginal = self.prior.marginal_log_prob(z)
+            kl_dims = None if marginal is None else log_q_dims - marginal
+        return {
+            "mean_variance": mean.var(dim=0).double().cpu().tolist() if len(mean) > 1
+            else [0.0] * self.latent_dim,
+            "kl": float(kl.mean()),
+            "kl_per_dim": None if kl_dims is None
+            else kl_dims.mean(dim=0).double().cpu().tolist(),
+        }
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, k: int = 64, chunk: int = 4096) -> torch.Tensor:

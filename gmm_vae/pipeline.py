@@ -46,6 +46,8 @@ def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
     """The VAE of ``cfg.model``, carrying the data module's normaliser."""
     model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
     model_kwargs["latent_dim"] = config_mod.resolve_latent_dim(model_kwargs["latent_dim"], dm.dim)
+    model_kwargs["kl_warmup_epochs"] = config_mod.resolve_kl_warmup(
+        model_kwargs["kl_warmup_epochs"], int(cfg.trainer.max_epochs))
     return VAE(
         data_dim=dm.dim,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
@@ -141,8 +143,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     wall = time.perf_counter() - started
     score = objective(evaluation)
     if trainer.is_global_zero:
+        latent = (evaluation or {}).get("latent") or {}
+        verdict = {"posterior_collapsed": latent["collapsed"], "latent": latent["verdict"]} \
+            if "collapsed" in latent else {}
         write_status(run_dir, "completed", wall_time_s=round(wall, 2), final_metrics=metrics,
-                      objective=score if math.isfinite(score) else None)
+                     objective=score if math.isfinite(score) else None, **verdict)
     if trainer.is_global_zero:
         # ddp_spawn trains in child processes: the parent's trainer never advanced its epoch.
         epochs = int(trainer.current_epoch) or int(cfg.trainer.max_epochs)
@@ -191,6 +196,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any])
     cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
     metrics = {"hp/modes_captured": cov.get("modes_captured"), "hp/hq_ratio": cov.get("hq_ratio"),
                "hp/weights_tv": cov.get("weights_tv"), "hp/nll_gap": nll.get("gap"),
+               "hp/active_units": (evaluation.get("latent") or {}).get("active_units"),
                "hp/objective": objective(evaluation)}
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     trainer.logger.log_hyperparams(params, metrics)
@@ -200,7 +206,9 @@ def objective(evaluation: dict[str, Any] | None) -> float:
     """One number to maximise in a search: share of modes captured minus the errors.
 
     ``modes_captured / K - weights_tv - max(nll_gap, 0)``: 1 for a perfect model; each missed
-    mode costs 1/K, each nat of likelihood gap costs 1. NaN without an evaluation.
+    mode costs 1/K, each nat of likelihood gap costs 1. Both coverage terms are judged against
+    a perfect sampler over all samples drawn, so a collapsed or barely trained model scores
+    near or below 0 (it cannot earn modes with stray samples). NaN without an evaluation.
     """
     if not evaluation:
         return float("nan")

@@ -26,7 +26,11 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
+        return self.marginal_log_prob(z).sum(dim=-1)
+
+    def marginal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, L) log density of each coordinate under the prior's 1-D marginal."""
+        return -0.5 * (z.pow(2) + _LOG_2PI)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         anchor = self._anchor
@@ -61,6 +65,13 @@ class MixturePrior(nn.Module):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self._components().log_prob(z)
 
+    def marginal_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, L) log density of each coordinate under the prior's 1-D marginal (a mixture)."""
+        scales = self.log_scales.exp()
+        per = torch.distributions.Normal(self.means, scales).log_prob(z.unsqueeze(-2))  # (B,C,L)
+        log_pi = self.logits.log_softmax(dim=0).unsqueeze(-1)
+        return torch.logsumexp(per + log_pi, dim=-2)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         probs = self.logits.softmax(dim=0)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)
@@ -82,6 +93,10 @@ class FlowPrior(nn.Module):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.flow().log_prob(z)
+
+    def marginal_log_prob(self, z: torch.Tensor) -> None:
+        """A flow's 1-D marginals have no closed form: per-dimension KL is not reported."""
+        return None
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         # zuko samples from torch's global RNG; callers seed it for reproducibility.

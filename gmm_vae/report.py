@@ -170,8 +170,9 @@ def write_evaluation(run_dir: str | Path, model: Any, datamodule: Any, cfg: Dict
 
 # (label, metrics path of the VAE value, path of the ground-truth value)
 _STUDY_ROWS = (
-    ("KMeans k on the points", "clusters.vae_samples.k_data", "clusters.ground_truth.k_data"),
-    ("KMeans k on their latent codes", "clusters.vae_samples.k_latent",
+    ("cluster count k on the points", "clusters.vae_samples.k_data",
+     "clusters.ground_truth.k_data"),
+    ("cluster count k on their latent codes", "clusters.vae_samples.k_latent",
      "clusters.ground_truth.k_latent"),
     ("adjusted Rand index, points (1 = true partition, 0 = chance)",
      "clusters.vae_samples.ari_data", "clusters.ground_truth.ari_data"),
@@ -189,9 +190,14 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     iwae = g("nll.iwae_samples")
     return [
         ("modes captured", f"{_fmt(g('coverage.modes_captured'))} / {_fmt(k)}",
-         f"all {_fmt(k)}",
-         "true components that receive at least `analysis.min_share` of the high-quality "
-         "samples; 0 to K, higher is better"),
+         f"all {_fmt(k)} (perfect sampler {_fmt(g('coverage_truth.modes_captured'))})",
+         "true components whose high-quality samples, as a share of all samples drawn, reach "
+         f"`analysis.min_capture` ({_fmt(g('coverage.min_capture'))}) of a perfect sampler's "
+         "share; 0 to K, higher is better"),
+        ("weight error", _fmt(g("coverage.weights_tv"), 4),
+         f"0 (perfect sampler {_fmt(g('coverage_truth.weights_tv'), 4)})",
+         "total variation between the shares of all samples (per component, high quality, "
+         "plus one off-mode bin) and a perfect sampler's; 0 to 1, lower is better"),
         ("high-quality share", _fmt(g("coverage.hq_fraction")),
          f"perfect {_fmt(g('coverage.hq_perfect'))}",
          "share of samples within Mahalanobis distance `analysis.hq_threshold` of their nearest "
@@ -200,10 +206,17 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"calibrated 0.5 (truth {_fmt(g('coverage_truth.median_fraction'))})",
          "share of samples inside their component's median (chi-square) ellipsoid; 0 to 1, "
          "0.5 is calibrated, above: too concentrated, below: too diffuse"),
-        ("mixing-weight TV", _fmt(g("coverage.weights_tv"), 4),
-         f"0 (truth's sampling noise {_fmt(g('coverage_truth.weights_tv'))})",
-         "total-variation distance between the true weights and the shares of high-quality "
-         "samples per component; 0 to 1, lower is better"),
+        ("weight error among HQ samples", _fmt(g("coverage.weights_tv_hq"), 4),
+         f"0 (perfect sampler {_fmt(g('coverage_truth.weights_tv_hq'), 4)})",
+         "secondary: TV between the true weights and the shares of the high-quality samples "
+         "alone; blind to how many samples are off-mode, so never read it without the above"),
+        ("active latent units", f"{_fmt(g('latent.active_units'))} / "
+         f"{_fmt(g('latent.latent_dim'))}", ">= 1",
+         "latent units whose posterior mean varies over the test points by more than 0.01 "
+         "(Burda et al. 2016); 0 means posterior collapse"),
+        ("KL(q(z|x) || p(z))", _fmt(g("latent.kl")), "> 0.05",
+         "mean KL of the posterior from the prior, nats per point; near 0 the code carries "
+         "no information and the decoder ignores z"),
         ("held-out NLL, model", _fmt(g("nll.model")), f"true density {_fmt(g('nll.true'))}",
          f"mean negative log-likelihood of the test points, nats per point (IWAE, "
          f"k={_fmt(iwae)}); lower is better, the true density is the best possible"),
@@ -218,6 +231,14 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          "modes found by mean-shift in all D dimensions, no true parameters used; closer to the "
          "truth's count is better"),
     ]
+
+
+def _collapse_banner(metrics: dict[str, Any]) -> list[str]:
+    """A warning paragraph when the posterior collapsed: every other number reads differently."""
+    if not lookup(metrics, "latent.collapsed"):
+        return []
+    return [f"> **Warning: {lookup(metrics, 'latent.verdict')}.** The model cannot represent "
+            "separate modes: its samples are one blob over the data.", ""]
 
 
 def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> str:
@@ -235,10 +256,12 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
         f"{_fmt(n)} VAE samples against {_fmt(n)} fresh samples of the true mixture "
         f"([`gmm.yaml`](../gmm.yaml)). Links are relative to this report.",
         "",
+        *_collapse_banner(metrics),
         "## The study's instruments",
         "",
         f"Computed as the study did, on the first {_fmt(min(int(a.n_samples), int(n or 0)))} "
-        f"samples of each set: KMeans k by {criterion} (k up to {a.k_max}), and peaks of a "
+        f"samples of each set: the cluster count k by {criterion} (k up to "
+        f"{_fmt(g('clusters.k_max'))}), and peaks of a "
         f"{a.hist_bins}-bin density histogram. They undercount modes that overlap in a "
         "projection, so read them beside the ground-truth column, not as absolute counts.",
         "",
@@ -259,14 +282,20 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
     shares, captured = g("coverage.shares"), g("coverage.captured")
     weights = _true_weights(run_dir)
     if shares:
-        lines += ["", "Per component: true weight, share of the high-quality VAE samples, "
-                  "captured.", "", "| component | true weight | VAE share | captured |",
-                  "|---|---|---|---|"]
+        ref, ratio = g("coverage.reference_shares") or [], g("coverage.capture_ratio") or []
+        lines += ["", "Per component: true weight, its share of all VAE samples (high quality, "
+                  "near it), a perfect sampler's share, their ratio, captured.", "",
+                  "| component | true weight | VAE share | perfect share | ratio | captured |",
+                  "|---|---|---|---|---|---|"]
         for i, share in enumerate(shares):
             w = weights[i] if weights is not None and i < len(weights) else None
             cap = captured[i] if captured and i < len(captured) else None
-            lines.append(f"| {i} | {_fmt(w)} | {_fmt(share)} | "
+            r = ref[i] if i < len(ref) else None
+            q = ratio[i] if i < len(ratio) else None
+            lines.append(f"| {i} | {_fmt(w)} | {_fmt(share, 4)} | {_fmt(r, 4)} | {_fmt(q)} | "
                          f"{'yes' if cap else 'no' if cap is not None else 'n/a'} |")
+        lines.append(f"| off-mode | | {_fmt(g('coverage.off_mode_share'), 4)} | "
+                     f"{_fmt(1 - sum(ref), 4) if ref else 'n/a'} | | |")
     lines += [
         "",
         "## Figures",
@@ -301,21 +330,27 @@ def _true_weights(run_dir: Path) -> list[float] | None:
 
 
 def format_summary(metrics: dict[str, Any]) -> str:
-    """The few lines printed when an evaluation ends: coverage, NLL, and the study's k."""
+    """The few lines printed when an evaluation ends: coverage, NLL, latent use, the study's k."""
     g = lambda path: lookup(metrics, path)  # noqa: E731
     gap = g("nll.gap")
-    return "\n".join([
+    lines = [
         f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
         f"{_fmt(g('n_samples'))} samples, coverage on {_fmt(g('coverage.n_samples'))}, "
         f"seed {_fmt(metrics.get('seed'))}):",
         f"  modes captured {_fmt(g('coverage.modes_captured'))}/"
-        f"{_fmt(g('coverage.n_components'))}   HQ share {_fmt(g('coverage.hq_fraction'))} "
-        f"(perfect {_fmt(g('coverage.hq_perfect'))})   weights TV "
-        f"{_fmt(g('coverage.weights_tv'), 4)}",
+        f"{_fmt(g('coverage.n_components'))}   weight error "
+        f"{_fmt(g('coverage.weights_tv'), 4)}   HQ share {_fmt(g('coverage.hq_fraction'))} "
+        f"(perfect {_fmt(g('coverage.hq_perfect'))})",
         f"  NLL gap {_fmt(gap)} nats/point (model {_fmt(g('nll.model'))}, "
         f"true {_fmt(g('nll.true'))})   sliced W {_fmt(g('distance.sliced_wasserstein'))} "
         f"(floor {_fmt(g('distance.sliced_wasserstein_floor'))})",
-        f"  KMeans k, points/latent: VAE samples {_fmt(g('clusters.vae_samples.k_data'))}/"
+        f"  latent: {g('latent.verdict') or 'n/a'}",
+        f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {_fmt(g('clusters.k_max'))}), "
+        f"points/latent: VAE samples {_fmt(g('clusters.vae_samples.k_data'))}/"
         f"{_fmt(g('clusters.vae_samples.k_latent'))}, ground truth "
         f"{_fmt(g('clusters.ground_truth.k_data'))}/{_fmt(g('clusters.ground_truth.k_latent'))}",
-    ])
+    ]
+    if g("latent.collapsed"):
+        lines.insert(1, "  WARNING: POSTERIOR COLLAPSE: the model ignores its latent code and "
+                        "is one blob over the data.")
+    return "\n".join(lines)

@@ -31,10 +31,12 @@ from typing import Any
 
 import yaml
 
+from gmm_vae.aggregate import AGGREGATED, SeedGroup, group_by_seed, has_repeats
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
 
 CSV_NAME = "summary.csv"
+SEEDS_CSV_NAME = "summary_seeds.csv"
 MARKDOWN_NAME = "summary.md"
 MODES_FIGURE = "summary_modes.png"
 NLL_GAP_FIGURE = "summary_nll_gap.png"
@@ -51,6 +53,10 @@ METRIC_PATHS: dict[str, str] = {
     "hq_ratio": "coverage.hq_ratio",
     "median_fraction": "coverage.median_fraction",
     "weights_tv": "coverage.weights_tv",
+    "weights_tv_hq": "coverage.weights_tv_hq",
+    "active_units": "latent.active_units",
+    "kl": "latent.kl",
+    "posterior_collapsed": "latent.collapsed",
     "nll_model": "nll.model",
     "nll_true": "nll.true",
     "nll_gap": "nll.gap",
@@ -77,17 +83,20 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _MARKDOWN_LEGEND = (
     ("objective", "modes captured / K - weights TV - max(NLL gap, 0), the value train() "
                   "returns to a sweeper; at most 1, higher is better"),
-    ("modes", "true components that receive at least `analysis.min_share` of the high-quality "
-              "samples, of K; higher is better"),
+    ("modes", "true components whose high-quality samples, as a share of all samples, reach "
+              "`analysis.min_capture` of a perfect sampler's share, of K; higher is better"),
     ("HQ ratio", "share of samples within `analysis.hq_threshold` (Mahalanobis) of a true "
                  "component, divided by the share a perfect sampler gets; 1 is best"),
-    ("weights TV", "total-variation distance between the true mixing weights and the VAE's "
-                   "shares per component; 0 to 1, lower is better"),
+    ("weight error", "total variation between the shares of all VAE samples (per component, "
+                     "high quality, plus off-mode) and a perfect sampler's; 0 to 1, lower is "
+                     "better"),
+    ("latent", "active latent units / latent dimension; **collapsed** when none is active or "
+               "KL is near 0 (the model ignores z)"),
     ("NLL gap", "held-out negative log-likelihood of the VAE minus that of the true density, "
                 "nats per point; 0 is perfect, lower is better"),
     ("sliced W", "sliced 2-Wasserstein distance between VAE and true samples, data units; "
                  "lower is better (a perfect sampler scores the floor in metrics.json, not 0)"),
-    ("KMeans k", "the study's instrument: KMeans cluster count on VAE samples / on true samples; "
+    ("cluster k", "the study's instrument: cluster count on VAE samples / on true samples; "
                  "closer to the truth's is better"),
     ("hist. modes", "the study's instrument: histogram peaks of all coordinates pooled, VAE / "
                     "truth; closer to the truth's is better"),
@@ -335,7 +344,7 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
         "",
     ]
     headers = ["job", *varying, "status", "objective ↑", "modes ↑", "HQ ratio (1)",
-               "weights TV ↓", "NLL gap ↓", "sliced W ↓", "KMeans k VAE / truth",
+               "weight error ↓", "latent", "NLL gap ↓", "sliced W ↓", "cluster k VAE / truth",
                "hist. modes VAE / truth", "wall (s)"]
     lines += ["| " + " | ".join(_md_escape(h) for h in headers) + " |",
               "|" + "|".join("---" for _ in headers) + "|"]
@@ -351,12 +360,14 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
                  else f"{_fmt(m.get('modes_captured'), 0)}/{_fmt(m.get('n_components'), 0)}")
         cells = [r.job, *(_md_override(r.overrides.get(k, "")) for k in varying), status,
                  objective, modes,
-                 _fmt(m.get("hq_ratio")), _fmt(m.get("weights_tv")), _fmt(m.get("nll_gap")),
+                 _fmt(m.get("hq_ratio")), _fmt(m.get("weights_tv")), _latent_cell(m),
+                 _fmt(m.get("nll_gap")),
                  _fmt(m.get("sliced_wasserstein")),
                  _pair(m.get("k_data_vae"), m.get("k_data_truth")),
                  _pair(m.get("modes_hist_vae"), m.get("modes_hist_truth")),
                  _fmt(r.wall_time_s, 1)]
         lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
+    lines += render_seed_table(rows)
     lines += ["", "Columns (every metric of every job is in `summary.csv` and in "
               "`<job>/evaluation/metrics.json`):", ""]
     lines += [f"- **{name}**: {text}." for name, text in _MARKDOWN_LEGEND]
@@ -367,6 +378,58 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
     for title, path in figures:
         lines += [f"![{title}]({path.name})", ""]
     return "\n".join(lines)
+
+
+def _latent_cell(m: dict[str, Any]) -> str:
+    active = m.get("active_units")
+    if active is None:
+        return "n/a"
+    return f"**collapsed** ({_fmt(active, 0)})" if m.get("posterior_collapsed") else _fmt(active, 0)
+
+
+def seed_groups(rows: Sequence[JobRow]) -> list[SeedGroup]:
+    """The sweep's jobs grouped by every override but ``seed`` / ``data.seed``."""
+    return group_by_seed([(r.job, r.overrides, r.metrics) for r in rows])
+
+
+def render_seed_table(rows: Sequence[JobRow]) -> list[str]:
+    """Markdown lines of the seed-aggregated table; none when no setting ran on several seeds."""
+    groups = seed_groups(rows)
+    if not has_repeats(groups):
+        return []
+    lines = ["", "## Seeds aggregated", "",
+             "Jobs that differ only in `seed` / `data.seed`, one row per setting: mean ± sd over "
+             "the seeds and, in brackets, the worst seed's value.", "",
+             "| setting | seeds | modes | weight error ↓ | NLL gap ↓ | HQ ratio (1) | collapsed |",
+             "|---|---|---|---|---|---|---|"]
+    for g in groups:
+        setting = ", ".join(f"`{k}={v}`" for k, v in g.settings.items()) or "(defaults)"
+        cells = [setting, str(len(g.jobs)), g.captured_text()]
+        cells += [g.stats[m].text(4 if m == "weights_tv" else 3) if m in g.stats else "n/a"
+                  for m in ("weights_tv", "nll_gap", "hq_ratio")]
+        cells.append(f"{g.collapsed} of {g.evaluated}")
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    return lines
+
+
+def render_seed_csv(rows: Sequence[JobRow]) -> str:
+    """``summary_seeds.csv``: one row per setting; n, mean, sd, worst of each metric."""
+    groups = seed_groups(rows)
+    keys = sorted({k for g in groups for k in g.settings})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = [*keys, "n_jobs", "n_evaluated", "all_modes_captured", "collapsed"]
+    for metric in AGGREGATED:
+        header += [f"{metric}_{s}" for s in ("mean", "sd", "worst")]
+    writer.writerow(header)
+    for g in groups:
+        row: list[Any] = [g.settings.get(k, "") for k in keys]
+        row += [len(g.jobs), g.evaluated, g.all_captured, g.collapsed]
+        for metric in AGGREGATED:
+            st = g.stats.get(metric)
+            row += ["", "", ""] if st is None else [st.mean, st.sd, st.worst]
+        writer.writerow(row)
+    return buf.getvalue()
 
 
 def _optuna_best(sweep_dir: Path) -> str | None:
@@ -518,6 +581,11 @@ def summarize_sweep(sweep_dir: Path) -> dict[str, Path]:
     rows = read_sweep(sweep_dir)
     paths: dict[str, Path] = {"csv": sweep_dir / CSV_NAME, "markdown": sweep_dir / MARKDOWN_NAME}
     atomic_write_text(paths["csv"], render_csv(rows))
+    if has_repeats(seed_groups(rows)):
+        paths["seeds_csv"] = sweep_dir / SEEDS_CSV_NAME
+        atomic_write_text(paths["seeds_csv"], render_seed_csv(rows))
+    else:
+        (sweep_dir / SEEDS_CSV_NAME).unlink(missing_ok=True)  # stale from an earlier summary
     figures = write_figures(rows, sweep_dir)
     titles = {"modes_figure": "modes captured", "nll_gap_figure": "NLL gap"}
     atomic_write_text(paths["markdown"],

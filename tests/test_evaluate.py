@@ -28,12 +28,17 @@ from tests.conftest import TINY, compose_config
 QUIET = ["analysis.evaluate_at_end=false", "analysis.every_n_epochs=0",
          "analysis.tsne_every_n_epochs=0"]
 METRIC_KEYS = {
-    "clusters": {"criterion", "vae_samples", "ground_truth"},
+    "clusters": {"criterion", "k_max", "vae_samples", "ground_truth"},
     "modes": {"vae_samples", "ground_truth", "vae_samples_per_axis", "ground_truth_per_axis",
               "nd_vae_samples", "nd_ground_truth"},
-    "coverage": {"modes_captured", "n_components", "hq_fraction", "hq_perfect", "hq_ratio",
-                 "weights_tv", "median_fraction", "shares", "captured", "n_samples"},
-    "coverage_truth": {"hq_fraction", "weights_tv", "median_fraction", "n_samples"},
+    "coverage": {"modes_captured", "n_components", "min_capture", "hq_fraction", "hq_perfect",
+                 "hq_ratio", "weights_tv", "weights_tv_hq", "median_fraction", "shares",
+                 "off_mode_share", "reference_shares", "capture_ratio", "captured",
+                 "n_samples"},
+    "coverage_truth": {"modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
+                       "median_fraction", "n_samples"},
+    "latent": {"active_units", "latent_dim", "kl", "kl_per_dim", "mean_variance", "collapsed",
+               "verdict"},
     "nll": {"model", "true", "gap", "iwae_samples"},
     "distance": {"sliced_wasserstein", "sliced_wasserstein_floor"},
 }
@@ -97,10 +102,11 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
     report = (out / "report.md").read_text()
-    for phrase in ("KMeans k on the points", "KMeans k on their latent codes",
-                   "histogram modes", "modes captured", "high-quality share",
-                   "median-ellipsoid fraction", "mixing-weight TV", "held-out NLL", "NLL gap",
-                   "sliced Wasserstein", "N-D mode count"):
+    for phrase in ("cluster count k on the points", "cluster count k on their latent codes",
+                   "histogram modes", "modes captured", "weight error", "high-quality share",
+                   "median-ellipsoid fraction", "weight error among HQ samples",
+                   "active latent units", "held-out NLL", "NLL gap", "sliced Wasserstein",
+                   "N-D mode count", "perfect share", "off-mode"):
         assert phrase in report, phrase
     for name in FIGURES.values():
         assert f"]({name})" in report, name

@@ -73,8 +73,11 @@ def test_mode_coverage_of_one_component_captures_one_of_four(separated) -> None:
     cov = metrics.mode_coverage(one, separated)
     assert cov["modes_captured"] == 1
     assert cov["captured"] == [False, False, True, False]
-    # All high-quality mass on a component of weight 0.3: TV = 1 - 0.3.
-    assert cov["weights_tv"] == pytest.approx(0.7)
+    # All high-quality mass (share p = P(HQ)) on a component a perfect sampler gives 0.3 p:
+    # TV = (1 - 0.3) p, the off-mode bins agreeing.
+    p = metrics.perfect_hq_fraction(3)
+    assert cov["weights_tv"] == pytest.approx(0.7 * p, abs=0.01)
+    assert cov["weights_tv_hq"] == pytest.approx(0.7)
 
 
 def test_samples_at_the_means_are_all_inside_the_median_ellipsoid(separated) -> None:

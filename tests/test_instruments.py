@@ -1,0 +1,160 @@
+"""Known answers for the honest instruments, on perfect samplers *and* on broken ones.
+
+A metric that scores a broken model well is wrong however good the good model's numbers look
+(STYLE: "Metrics are proved on broken models too"). Every sampler here is built in the test: a
+perfect one (the truth), a collapsed one (one Gaussian with the data's mean and covariance, what
+a VAE with a collapsed posterior produces), one missing a component, and one too concentrated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gmm_vae import aggregate, metrics, suite
+from gmm_vae.gmm import GMM
+
+TIGHT = {"ring8": suite.ring(), "grid25": suite.grid()}
+
+
+def perfect(gmm: GMM, n: int, seed: int = 0) -> np.ndarray:
+    return gmm.sample(n, np.random.default_rng(seed))[0]
+
+
+def collapsed(gmm: GMM, n: int, seed: int = 0) -> np.ndarray:
+    """One Gaussian over the whole data set: the samples of a posterior-collapsed VAE."""
+    x = perfect(gmm, 50_000, seed + 100)
+    return np.random.default_rng(seed).multivariate_normal(x.mean(0), np.cov(x.T), size=n)
+
+
+def missing_one(gmm: GMM, n: int, drop: int = 0, seed: int = 0) -> np.ndarray:
+    """The truth with component ``drop`` left out (its weight spread over the others)."""
+    w = gmm.weights.copy()
+    w[drop] = 0.0
+    return GMM(gmm.means, gmm.covariances, w / w.sum()).sample(n, np.random.default_rng(seed))[0]
+
+
+@pytest.mark.parametrize("name", list(TIGHT))
+def test_perfect_sampler_captures_every_mode_with_no_weight_error(name: str) -> None:
+    gmm = TIGHT[name]
+    cov = metrics.mode_coverage(perfect(gmm, 200_000), gmm)
+    assert cov["modes_captured"] == gmm.n_components
+    assert cov["weights_tv"] < 0.01  # sampling noise at 200k samples: ~0.003 (K=8), ~0.006 (25)
+    assert cov["hq_ratio"] == pytest.approx(1.0, abs=0.01)
+    assert min(cov["capture_ratio"]) > 0.9
+
+
+@pytest.mark.parametrize("name", list(TIGHT))
+def test_collapsed_model_captures_nothing_and_its_weight_error_is_near_one(name: str) -> None:
+    gmm = TIGHT[name]
+    cov = metrics.mode_coverage(collapsed(gmm, 200_000), gmm)
+    assert cov["modes_captured"] == 0
+    assert cov["weights_tv"] >= 0.9
+    assert cov["hq_ratio"] < 0.05
+
+
+@pytest.mark.parametrize("name", list(TIGHT))
+def test_a_sampler_missing_one_component_scores_k_minus_one(name: str) -> None:
+    gmm = TIGHT[name]
+    cov = metrics.mode_coverage(missing_one(gmm, 200_000, drop=3), gmm)
+    assert cov["modes_captured"] == gmm.n_components - 1
+    assert cov["captured"][3] is False
+    # The dropped component's perfect share moved to the others: TV = its weight * P(HQ).
+    assert cov["weights_tv"] == pytest.approx(gmm.weights[3] * cov["hq_perfect"], abs=0.01)
+
+
+@pytest.mark.parametrize("sampler", [perfect, collapsed])
+@pytest.mark.parametrize("name", list(TIGHT))
+def test_more_samples_do_not_change_the_capture_count(name: str, sampler) -> None:
+    """The old rule (>= 1% of the HQ samples) grew more lenient with every sample drawn: 2,600
+    stray samples in a million made a collapsed model 8/8. The new one compares shares."""
+    gmm = TIGHT[name]
+    counts = {n: metrics.mode_coverage(sampler(gmm, n), gmm)["modes_captured"]
+              for n in (100_000, 200_000, 1_000_000)}
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_too_concentrated_samples_are_flagged_by_the_median_ellipsoid() -> None:
+    gmm = TIGHT["ring8"]
+    at_means = np.repeat(gmm.means, 1000, axis=0)
+    cov = metrics.mode_coverage(at_means, gmm)
+    assert cov["modes_captured"] == 8  # every mode is there ...
+    assert cov["median_fraction"] == 1.0  # ... but far too concentrated (calibrated: 0.5)
+    assert cov["hq_ratio"] > 1.0
+
+
+def test_capture_threshold_is_relative_to_a_perfect_sampler() -> None:
+    """A component with 5% of its perfect share is missed at min_capture 0.1, caught at 0.01."""
+    gmm = TIGHT["ring8"]
+    x = missing_one(gmm, 100_000, drop=5, seed=1)
+    extra = gmm.means[5] + 0.01 * np.random.default_rng(2).standard_normal((700, 2))
+    x = np.concatenate([x, extra])  # 700 / 100,700 = 0.007 = ~5.6% of 0.125 * 0.989
+    assert metrics.mode_coverage(x, gmm, min_capture=0.1)["captured"][5] is False
+    assert metrics.mode_coverage(x, gmm, min_capture=0.01)["captured"][5] is True
+
+
+def test_measured_reference_equals_the_analytic_one_on_separated_components() -> None:
+    gmm = TIGHT["grid25"]
+    cov = metrics.mode_coverage(perfect(gmm, 400_000, seed=3), gmm)
+    analytic = metrics.perfect_shares(gmm)
+    measured = np.append(cov["shares"], cov["off_mode_share"])
+    assert np.abs(measured - analytic).max() < 0.002
+
+
+def test_the_truth_of_every_suite_mixture_is_read_as_its_k(tmp_path: Path) -> None:
+    """The default criterion (BIC, k up to max(10, 2K)) reads each ground truth as its K, where
+    the study's silhouette reads a 25-mode grid as <= 10 and hierarchical layouts as 2."""
+    wrong = {}
+    for name, mixture in suite.mixtures(tmp_path).items():
+        gmm = suite.truth_of(mixture)
+        x = gmm.sample(2000, np.random.default_rng([0, 99]))[0]
+        k, _ = metrics.optimal_k(x, metrics.default_k_max(gmm.n_components))
+        if k != gmm.n_components:
+            wrong[name] = (k, gmm.n_components)
+    assert not wrong, f"truth read as (k, K): {wrong}"
+
+
+def test_hierarchical_layout_is_read_as_four_by_bic_and_two_by_silhouette() -> None:
+    """Three components near each other, a fourth far away (each pair >= 7 Mahalanobis units
+    apart): the study's silhouette sees 2 clusters in data that has 4."""
+    means = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [2.0, 3.5, 0.0], [40.0, 0.0, 0.0]])
+    gmm = GMM(means, np.tile(np.eye(3) * 0.5**2, (4, 1, 1)), np.full(4, 0.25))
+    x = gmm.sample(2000, np.random.default_rng(0))[0]
+    assert metrics.optimal_k(x, 10, "bic")[0] == 4
+    assert metrics.optimal_k(x, 10, "silhouette")[0] == 2
+
+
+def test_default_k_max_reaches_beyond_k() -> None:
+    assert metrics.default_k_max(4) == 10
+    assert metrics.default_k_max(25) == 50
+
+
+def test_latent_diagnostics_call_a_posterior_without_active_units_collapsed() -> None:
+    dead = metrics.latent_diagnostics([1e-5, 2e-4], kl=0.001, kl_per_dim=[0.0005, 0.0005])
+    assert dead["collapsed"] and dead["active_units"] == 0
+    assert "posterior collapsed" in dead["verdict"]
+    alive = metrics.latent_diagnostics([0.9, 0.004], kl=2.1)
+    assert not alive["collapsed"] and alive["active_units"] == 1
+    # Active-looking means with no information (KL ~ 0) still count as collapsed.
+    assert metrics.latent_diagnostics([0.5, 0.5], kl=0.0)["collapsed"]
+
+
+def test_seed_groups_report_n_mean_sd_and_the_worst_seed() -> None:
+    jobs = [(f"{i}", {"seed": str(i), "model.lr": "0.002"},
+             {"modes_captured": 4 if i < 4 else 3, "n_components": 4, "weights_tv": tv,
+              "nll_gap": 0.01, "hq_ratio": 1.0})
+            for i, tv in enumerate([0.006, 0.007, 0.008, 0.009, 0.010])]
+    jobs.append(("other", {"seed": "0", "model.lr": "0.01"},
+                 {"modes_captured": 4, "n_components": 4, "weights_tv": 0.02}))
+    groups = aggregate.group_by_seed(jobs)
+    assert [len(g.jobs) for g in groups] == [5, 1]
+    g = groups[0]
+    assert g.settings == {"model.lr": "0.002"}
+    assert (g.all_captured, g.evaluated) == (4, 5)
+    assert g.captured_text() == "all modes on 4 of 5 seeds"
+    tv = g.stats["weights_tv"]
+    assert (tv.n, tv.mean, tv.worst) == (5, pytest.approx(0.008), 0.010)
+    assert tv.sd == pytest.approx(np.std([0.006, 0.007, 0.008, 0.009, 0.010], ddof=1))
+    assert g.stats["modes_fraction"].worst == 0.75
