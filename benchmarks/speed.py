@@ -2,6 +2,13 @@
 
     python benchmarks/speed.py [--epochs 20] [--repeats 3] [--threads N] [--analysis-epochs 500]
                                [--scale] [--sweep-epochs 150] [hydra overrides ...]
+    python benchmarks/speed.py --gpu [--gpu-sweep 4] [--run-epochs 300]
+
+``--gpu`` and ``--gpu-sweep N`` (a machine with a CUDA GPU) time whole ``train.py`` runs instead,
+each in its own process: the default run on the GPU with CUDA graphs, on the GPU with the eager
+step, and on one CPU core of the same machine (``torch_threads=1``), training and final
+evaluation separately (``status.json``); and N default runs at once on the one GPU
+(``hydra/launcher=local_parallel``) against one run alone.
 
 Everything runs in one process, so the ratios compare like with like on whatever machine runs
 it. Part 1 times per-step training: the project's ``trainer.fit`` (data module, model, logging,
@@ -17,6 +24,7 @@ size and joblib sweeps. The last line is ``lightning/raw ratio: X.XX``.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import subprocess
@@ -149,6 +157,70 @@ def sweep_ratio(epochs: int) -> None:
     print(f"joblib speed-up: {seq / par:.2f}x")
 
 
+def _run(overrides: list[str], tmp: Path, multirun: bool = False) -> tuple[float, list[dict]]:
+    """Wall seconds of ``python train.py <overrides>`` and the status.json of each of its runs."""
+    where = (["-m", f"hydra.sweep.dir={tmp}/sweep"] if multirun
+             else [f"hydra.run.dir={tmp}/run"])
+    cmd = [sys.executable, str(ROOT / "train.py"), *where, "trainer.enable_progress_bar=false",
+           *overrides]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd[1:])} failed:\n{proc.stderr[-2000:]}")
+    statuses = [json.loads(f.read_text()) for f in sorted(tmp.rglob("status.json"))]
+    return wall, statuses
+
+
+def _times(status: dict) -> str:
+    return (f"training {status['train_time_s']:.1f} s, evaluation {status['eval_time_s']:.1f} s "
+            f"(total {status['wall_time_s']:.1f} s)")
+
+
+def require_cuda(flag: str) -> None:
+    """Exit with one line when there is no GPU to measure."""
+    if not torch.cuda.is_available():
+        sys.exit(f"error: {flag} needs a CUDA GPU, and torch.cuda.is_available() is False here "
+                 f"(torch {torch.__version__})")
+
+
+def gpu_vs_cpu(epochs: int) -> None:
+    """The default run, each setting in a fresh process: GPU graphed, GPU eager, one CPU core."""
+    settings = {
+        "GPU, CUDA graphs": ["trainer.accelerator=gpu", "trainer.devices=1"],
+        "GPU, eager step": ["trainer.accelerator=gpu", "trainer.devices=1",
+                            "model.cuda_graphs=false"],
+        "CPU, 1 core": ["trainer.accelerator=cpu", "torch_threads=1"],
+    }
+    print(f"default run, {epochs} epochs, on {torch.cuda.get_device_name(0)} and one CPU core")
+    results = {}
+    for label, extra in settings.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            _, (status,) = _run([f"trainer.max_epochs={epochs}", *extra], Path(tmp))
+        results[label] = status
+        print(f"{label:18s} {_times(status)}")
+    cpu = results["CPU, 1 core"]
+    for label in ("GPU, CUDA graphs", "GPU, eager step"):
+        gpu = results[label]
+        print(f"{label}: training {cpu['train_time_s'] / gpu['train_time_s']:.2f}x faster "
+              f"than one CPU core, evaluation {cpu['eval_time_s'] / gpu['eval_time_s']:.2f}x")
+
+
+def gpu_sweep(n_jobs: int, epochs: int) -> None:
+    """N default runs at once on one GPU vs one run alone: how many jobs per GPU pay off."""
+    common = [f"trainer.max_epochs={epochs}", "trainer.accelerator=gpu", "trainer.devices=1"]
+    with tempfile.TemporaryDirectory() as tmp:
+        one, _ = _run(common, Path(tmp))
+    seeds = ",".join(str(i) for i in range(1, n_jobs + 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        par, statuses = _run([*common, f"seed={seeds}", "hydra/launcher=local_parallel",
+                              f"hydra.launcher.n_jobs={n_jobs}"], Path(tmp), multirun=True)
+    train = statistics.fmean(s["train_time_s"] for s in statuses)
+    print(f"one run alone: {one:.1f} s wall; {n_jobs} runs at once on one GPU: {par:.1f} s wall "
+          f"(mean training {train:.1f} s per run)")
+    print(f"{n_jobs}-job GPU sweep throughput: {n_jobs * one / par:.2f}x one job at a time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -161,9 +233,23 @@ def main() -> None:
     parser.add_argument("--sweep-epochs", type=int, default=0,
                         help="also time a 2-job sweep of this many epochs: one after another "
                              "vs hydra/launcher=joblib with 2 jobs")
+    parser.add_argument("--gpu", action="store_true",
+                        help="time the default run on the GPU (graphed and eager) against one "
+                             "CPU core of this machine, each in its own process")
+    parser.add_argument("--gpu-sweep", type=int, default=0, metavar="N",
+                        help="time N default runs at once on one GPU against one run alone")
+    parser.add_argument("--run-epochs", type=int, default=300,
+                        help="epochs of each train.py run of --gpu / --gpu-sweep")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for the per-step comparison (model.prior=standard)")
     args = parser.parse_args()
+    if args.gpu or args.gpu_sweep:
+        require_cuda("--gpu" if args.gpu else "--gpu-sweep")
+        if args.gpu:
+            gpu_vs_cpu(args.run_epochs)
+        if args.gpu_sweep:
+            gpu_sweep(args.gpu_sweep, args.run_epochs)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()

@@ -63,6 +63,7 @@ class ModelConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    cuda_graphs: bool = True
 
 
 @dataclass

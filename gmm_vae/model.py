@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from gmm_vae.graphed_step import GraphedStep
 from gmm_vae.losses import (
     gaussian_log_likelihood,
     kl_standard_normal,
@@ -30,6 +31,10 @@ from gmm_vae.priors import build_prior
 _MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
 _TERMS = ("loss", "recon", "kl")
 _LOG_2PI = math.log(2.0 * math.pi)
+# Priors whose log-density has no data-dependent host control flow, so a CUDA graph can hold
+# it (the mixture builds its torch.distributions without argument validation for this reason).
+# The flow prior (zuko) is unverified under capture and keeps the eager step.
+_GRAPH_SAFE_PRIORS = ("standard", "mog")
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -66,6 +71,7 @@ class VAE(L.LightningModule):
         gradient_clip_val: float | None = None,
         data_shift: Sequence[float] | None = None,
         data_scale: Sequence[float] | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +80,8 @@ class VAE(L.LightningModule):
         # "Performance"). Precision plugins and DDP still apply via manual_backward/optimizers().
         self.automatic_optimization = False
         self._acc: dict[str, torch.Tensor | int] = {"count": 0}
+        # The CUDA-graph step (gmm_vae.graphed_step), built at the first training step on CUDA.
+        self._graphed: GraphedStep | None = None
         hidden = list(hidden_dims)
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.likelihood = likelihood
@@ -141,8 +149,13 @@ class VAE(L.LightningModule):
             return float(self.hparams.beta)
         return float(self.hparams.beta) * min(1.0, (self.current_epoch + 1) / warm)
 
-    def loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"loss", "recon", "kl"}``: each per sample (nats), averaged over the batch."""
+    def loss_terms(self, x: torch.Tensor,
+                   kl_weight: float | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"loss", "recon", "kl"}``: each per sample (nats), averaged over the batch.
+
+        ``kl_weight`` overrides ``kl_weight()``; the CUDA-graph step passes a device tensor so
+        that a replayed graph reads the current warm-up weight instead of a captured constant.
+        """
         mean, log_var = self.encode(x)
         z = self.reparameterize(mean, log_var)
         x_mean, x_log_var = self.decode_params(z)
@@ -161,7 +174,8 @@ class VAE(L.LightningModule):
             fb = self.hparams.free_bits * self.latent_dim
             kl_used = kl.mean().clamp(min=fb) if fb > 0 else kl.mean()
         recon_mean = recon.mean()
-        loss = recon_mean + self.kl_weight() * kl_used
+        weight = self.kl_weight() if kl_weight is None else kl_weight
+        loss = recon_mean + weight * kl_used
         return {"loss": loss, "recon": recon_mean, "kl": kl.mean()}
 
     # ----------------------------------------------------- lightning hooks
@@ -177,8 +191,17 @@ class VAE(L.LightningModule):
         batches = batch if isinstance(batch, list | tuple) else [batch]
         opt = self.optimizers()
         fast = self._plain_step_ok(opt)
+        graphed = self._graphed_step(opt) if fast else None
         rows: list[torch.Tensor] = []
         for mini in batches:
+            if graphed is not None:
+                # CUDA: forward, backward and Adam replayed as one graph (gmm_vae.graphed_step).
+                step_terms = graphed.step(mini, self.kl_weight())
+                opt._on_before_step()  # type: ignore[union-attr]
+                opt._on_after_step()  # type: ignore[union-attr]
+                rows.append(step_terms)
+                self._log_step(step_terms)
+                continue
             terms = self.loss_terms(mini)
             opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
             if fast:
@@ -196,6 +219,7 @@ class VAE(L.LightningModule):
                 opt.step()  # type: ignore[union-attr]
             rows.extend(terms[k] for k in _TERMS)
             self._log_step(rows[-3:])
+        # (n_steps, 3): from 3n scalars on the eager path, from n (3,) rows on the graph path.
         stacked = torch.stack(rows).detach().view(len(batches), len(_TERMS))
         self._accumulate(stacked, [len(mini) for mini in batches])
         self._sync_logging_step(len(batches))
@@ -220,6 +244,27 @@ class VAE(L.LightningModule):
             and hasattr(opt, "_on_before_step") and hasattr(opt, "_on_after_step")
         )
 
+    def _graphed_step(self, opt: object) -> GraphedStep | None:
+        """The CUDA-graph step when this run can use it (``model.cuda_graphs``), else None.
+
+        Only called where ``_plain_step_ok`` holds (one device, 32-bit, no clipping), and only
+        on CUDA with a prior that a graph can hold. A new optimiser (a new ``fit``) gets new
+        graphs: captured graphs point at the old one's tensors.
+        """
+        if self.device.type != "cuda" or not self.hparams.get("cuda_graphs", True):
+            return None
+        if self.hparams.prior not in _GRAPH_SAFE_PRIORS:
+            return None
+        raw = opt.optimizer  # type: ignore[attr-defined]
+        if self._graphed is None or self._graphed.optimizer is not raw:
+            self._graphed = GraphedStep(self._stacked_terms, raw, self.device)
+        return self._graphed
+
+    def _stacked_terms(self, x: torch.Tensor, kl_weight: torch.Tensor) -> torch.Tensor:
+        """``loss_terms`` as one ``(3,)`` tensor ``[loss, recon, kl]``, for the graph step."""
+        terms = self.loss_terms(x, kl_weight=kl_weight)
+        return torch.stack([terms[k] for k in _TERMS])
+
     def _accumulate(self, stacked: torch.Tensor, sizes: list[int]) -> None:
         """Add a group's (n_steps, 3) terms, weighted by batch size, to the epoch sums.
 
@@ -234,7 +279,7 @@ class VAE(L.LightningModule):
         else:
             acc["sum"], acc["count"] = acc["sum"] + total, int(acc["count"]) + n
 
-    def _log_step(self, terms: list[torch.Tensor]) -> None:
+    def _log_step(self, terms: Sequence[torch.Tensor] | torch.Tensor) -> None:
         """Step values to the loggers every ``trainer.log_every_n_steps`` optimiser steps."""
         trainer = self._trainer
         every = trainer.log_every_n_steps if trainer is not None else 0
@@ -252,6 +297,11 @@ class VAE(L.LightningModule):
         loop = trainer.fit_loop.epoch_loop
         if hasattr(loop, "_batches_that_stepped"):
             loop._batches_that_stepped += n_steps - 1
+
+    def on_train_end(self) -> None:
+        # Graphs point at this fit's parameters and optimiser state; Lightning moves the model
+        # off the GPU after fit, so they must not outlive it.
+        self._graphed = None
 
     def on_train_epoch_end(self) -> None:
         acc = self._acc

@@ -57,10 +57,14 @@ class MixturePrior(nn.Module):
         self.logits = nn.Parameter(torch.zeros(n_components))
 
     def _components(self) -> torch.distributions.Distribution:
-        base = torch.distributions.Normal(self.means, self.log_scales.exp())
-        comp = torch.distributions.Independent(base, 1)
-        mix = torch.distributions.Categorical(logits=self.logits)
-        return torch.distributions.MixtureSameFamily(mix, comp)
+        # No argument validation: it checks values on the host (a sync per step, and no CUDA
+        # graph can hold it), and these parameters are valid by construction; a non-finite
+        # one makes the loss non-finite, which NaNGuard reports.
+        d = torch.distributions
+        base = d.Normal(self.means, self.log_scales.exp(), validate_args=False)
+        comp = d.Independent(base, 1, validate_args=False)
+        mix = d.Categorical(logits=self.logits, validate_args=False)
+        return d.MixtureSameFamily(mix, comp, validate_args=False)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self._components().log_prob(z)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,13 @@ def test_train_py_writes_a_complete_run_dir(tmp_path: Path, run_cli) -> None:
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "completed"
     assert np.isfinite(status["final_metrics"]["val/loss"])
-    assert "Finished 2 epochs" in proc.stdout
+    times = [status[k] for k in ("train_time_s", "eval_time_s", "wall_time_s")]
+    assert all(isinstance(t, float | int) and t >= 0 for t in times), status
+    assert times[0] + times[1] <= times[2] + 0.011  # each rounded to 0.01 s
+    line = re.search(r"Finished 2 epochs: training ([\d.]+) s, evaluation ([\d.]+) s "
+                     r"\(total ([\d.]+) s\)\.", proc.stdout)
+    assert line, proc.stdout
+    np.testing.assert_allclose([float(g) for g in line.groups()], times, atol=0.06)
     assert f"tensorboard --logdir {run_dir}" in proc.stdout
 
 
