@@ -17,6 +17,7 @@ from scipy.signal import find_peaks
 from scipy.stats import chi2
 
 from gmm_vae.gmm import GMM
+from gmm_vae.resources import coverage_bytes_per_row, rows_per_chunk
 
 # ---------------------------------------------------------------------------------- clusters
 
@@ -210,8 +211,9 @@ def mode_coverage(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
     nearest = np.empty(len(samples), dtype=np.int64)
     best = np.empty(len(samples))
     # In chunks, so a million samples against many components never holds an (N, K) matrix.
-    for start in range(0, len(samples), _COVERAGE_CHUNK):
-        m2 = gmm.mahalanobis_sq(samples[start:start + _COVERAGE_CHUNK])
+    chunk = rows_per_chunk(coverage_bytes_per_row(k, d), cap=_COVERAGE_CHUNK)
+    for start in range(0, len(samples), chunk):
+        m2 = gmm.mahalanobis_sq(samples[start:start + chunk])
         nearest[start:start + len(m2)] = m2.argmin(axis=1)
         best[start:start + len(m2)] = m2.min(axis=1)
     hq = best <= threshold**2
