@@ -188,12 +188,34 @@ def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(allowed)} (got {value!r})")
 
 
+def _known_keys_only(cfg: DictConfig) -> None:
+    """Every key of the composed config is in the schema.
+
+    Hydra's ``+data.extra=1`` adds a key even to a typed group; it would reach the data module
+    or the model as an unexpected argument and fail with a traceback (found by the fuzz test).
+    """
+    for name, f in TrainConfig.__dataclass_fields__.items():
+        schema = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        node = cfg.get(name)
+        if schema is None or not isinstance(node, DictConfig):
+            continue
+        allowed = set(type(schema).__dataclass_fields__)
+        for key in node:
+            if key not in allowed:
+                raise ConfigError(f"{name}.{key}: Key '{key}' not in '{type(schema).__name__}'")
+    top = set(TrainConfig.__dataclass_fields__)
+    for key in cfg:
+        if key not in top:
+            raise ConfigError(f"{key}: Key '{key}' not in 'TrainConfig'")
+
+
 def validate(cfg: DictConfig, check_resources: bool = True) -> None:
     """Semantic checks the type system cannot express; raise ConfigError on the first failure.
 
     Last comes the memory estimate (``resources.check_memory``), so a size that cannot fit is
     refused before anything is allocated; ``check_resources=False`` skips it.
     """
+    _known_keys_only(cfg)
     check_seed(cfg.seed, "seed")
     check_seed(cfg.data.seed, "data.seed")
     for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
