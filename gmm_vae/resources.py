@@ -94,14 +94,14 @@ class Estimate:
         return max(self.parts, key=lambda k: self.parts[k])
 
 
-def _spec_dim(spec_path: str) -> int | None:
-    """D of a spec file, or None when it cannot be read (its own check reports why)."""
+def _spec_shape(spec_path: str) -> tuple[int, int] | None:
+    """(K, D) of a spec file, or None when it cannot be read (its own check reports why)."""
     try:
         import yaml
 
         with open(spec_path) as f:
             raw = yaml.safe_load(f)
-        return len(raw["means"][0])
+        return len(raw["means"]), len(raw["means"][0])
     except Exception:  # malformed specs get their one-line error from GMM.from_yaml
         return None
 
@@ -131,8 +131,11 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
     coverage draws in float64, the truth's coverage draw beside them, one budgeted chunk).
     """
     data, model, analysis = cfg.data, cfg.model, cfg.analysis
+    k: int = int(data.n_components)
     if dim is None and data.spec_path:
-        dim = _spec_dim(str(data.spec_path))
+        shape = _spec_shape(str(data.spec_path))
+        if shape is not None:
+            k, dim = shape
     d = int(dim if dim is not None else data.dim)
     latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d - 1)
     hidden = [int(h) for h in model.hidden_dims]
@@ -163,7 +166,13 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
         # (points, labels, noise) and its concatenation beside it; one budgeted chunk.
         parts["analysis.coverage_samples"] = n_cov * (4 * _F64 * d + 3 * _I64)
         parts["analysis.eval_samples"] = n_eval * (3 * _F64 * d + _I64)
-        parts["evaluation chunk"] = EVAL_CHUNK_BYTES
+        # The largest chunk of the budgeted passes (IWAE, sampling, coverage), as actually cut.
+        iwae = iwae_bytes_per_point(int(analysis.iwae_samples), latent, d, hidden)
+        sample = sample_bytes_per_row(latent, d, hidden)
+        cover = coverage_bytes_per_row(int(k), d)
+        parts["evaluation chunk"] = int(max(
+            rows_per_chunk(iwae, 4096) * iwae, rows_per_chunk(sample, 100_000) * sample,
+            rows_per_chunk(cover, 200_000) * cover))
     parts["analysis.n_samples"] = int(analysis.n_samples) * (4 * _F64 * d + 2 * _I64 + 64)
     total = BASE_BYTES + sum(parts.values())
     return Estimate(total=int(total), parts=parts)
