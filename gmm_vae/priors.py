@@ -68,7 +68,7 @@ class MixturePrior(nn.Module):
         (C, L) terms. ``MixtureSameFamily`` materialised all (N, C, L) values at once and
         re-checked them: for a 50-d latent with 64 components that was 3.4 GB per temporary and
         ~30 s per 4096 test points; the chunked form gives the same numbers, bit for bit
-        (``tests/test_resources.py``), in a quarter of the time and bounded memory.
+        (``tests/test_edges.py``), in bounded memory and far less time (24 s -> 1.5 s measured).
         """
         if torch.is_grad_enabled() or z.dim() != 2:
             return self._components().log_prob(z)
