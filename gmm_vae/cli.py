@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmm_vae.errors import ConfigError, TrainingDiverged
+from gmm_vae.errors import ConfigError, RunInterrupted, TrainingDiverged
 
 _log = logging.getLogger(__name__)
 
@@ -154,6 +154,15 @@ def train_main(cfg: Any) -> float:
             cfg, run_dir = resume_config(cfg)
             remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
         return train(cfg, run_dir)
+    except RunInterrupted as exc:
+        # Not an error of the user's: one line saying where things stand, the shell's exit code
+        # for a process ended by this signal (130 for Ctrl-C, 143 for SIGTERM). A sweep stops.
+        remove_unstarted_run_dir(run_dir)
+        where = (f"checkpoints/last.ckpt is intact; continue with: python train.py "
+                 f"resume={run_dir}" if (run_dir / "checkpoints" / "last.ckpt").is_file()
+                 else "no checkpoint had been written yet")
+        print(f"interrupted by {exc.signal_name}: {where}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
     except Exception as exc:
         if not is_multirun():
             message = user_error_message(exc)

@@ -15,12 +15,15 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae.errors import ConfigError
+from gmm_vae.resources import check_memory
 
 LIKELIHOODS = ("gaussian", "sigmoid")
 MSE_REDUCTIONS = ("sum", "mean")
 PRIORS = ("standard", "mog", "flow")
 NORMALIZATIONS = ("standard", "minmax", "none")
 CLUSTER_CRITERIA = ("silhouette", "bic", "elbow")
+# Seeds numpy, Lightning and the data streams all accept: the unsigned 32-bit integers.
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -179,14 +182,50 @@ def _positive_float(cfg: DictConfig, key: str, allow_zero: bool = False) -> None
         raise ConfigError(f"{key} must be {allowed} (got {value!r})")
 
 
+def check_seed(value: Any, key: str) -> None:
+    """A seed every generator takes as it is: numpy rejects negatives, Lightning anything past
+    2**32 - 1. Refused rather than folded into range, so one seed never silently means
+    another."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key} must be an integer in 0..{SEED_MAX} (got {value!r})")
+
+
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     value = OmegaConf.select(cfg, key)
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(allowed)} (got {value!r})")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Semantic checks the type system cannot express; raise ConfigError on the first failure."""
+def _known_keys_only(cfg: DictConfig) -> None:
+    """Every key of the composed config is in the schema.
+
+    Hydra's ``+data.extra=1`` adds a key even to a typed group; it would reach the data module
+    or the model as an unexpected argument and fail with a traceback (found by the fuzz test).
+    """
+    for name, f in TrainConfig.__dataclass_fields__.items():
+        schema = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        node = cfg.get(name)
+        if schema is None or not isinstance(node, DictConfig):
+            continue
+        allowed = set(type(schema).__dataclass_fields__)
+        for key in node:
+            if key not in allowed:
+                raise ConfigError(f"{name}.{key}: Key '{key}' not in '{type(schema).__name__}'")
+    top = set(TrainConfig.__dataclass_fields__)
+    for key in cfg:
+        if key not in top:
+            raise ConfigError(f"{key}: Key '{key}' not in 'TrainConfig'")
+
+
+def validate(cfg: DictConfig, check_resources: bool = True) -> None:
+    """Semantic checks the type system cannot express; raise ConfigError on the first failure.
+
+    Last comes the memory estimate (``resources.check_memory``), so a size that cannot fit is
+    refused before anything is allocated; ``check_resources=False`` skips it.
+    """
+    _known_keys_only(cfg)
+    check_seed(cfg.seed, "seed")
+    check_seed(cfg.data.seed, "data.seed")
     for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
                 "data.batch_size", "data.steps_per_call",
                 "model.prior_components",
@@ -239,3 +278,5 @@ def validate(cfg: DictConfig) -> None:
             f"data.n_samples must be >= data.n_components = {cfg.data.n_components} "
             f"(got {cfg.data.n_samples})"
         )
+    if check_resources:
+        check_memory(cfg)

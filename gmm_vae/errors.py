@@ -11,3 +11,22 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The training loss stopped being finite; the message says where and what to try."""
+
+
+class RunInterrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler) ended the run; the checkpoint is intact.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on the way up may
+    swallow it. ``signal_name`` is what ``status.json`` and the last line printed report.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, the shell's convention for a process a signal ended."""
+        import signal
+
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGTERM))

@@ -18,6 +18,7 @@ from gmm_vae import metrics
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.gmm import GMM
 from gmm_vae.model import VAE
+from gmm_vae.resources import rows_per_chunk, sample_bytes_per_row
 
 
 @dataclass
@@ -79,7 +80,9 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
 @torch.no_grad()
 def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
     """``model.sample(n)`` as float64 numpy, in chunks (a million at once would hold GBs of
-    decoder activations)."""
+    decoder activations), fewer when a wide decoder would pass the memory budget."""
+    chunk = rows_per_chunk(sample_bytes_per_row(model.latent_dim, model.data_dim,
+                                                list(model.hparams.hidden_dims)), cap=chunk)
     parts = [model.sample(min(chunk, n - i)).double().cpu().numpy() for i in range(0, n, chunk)]
     return np.concatenate(parts) if parts else np.empty((0, model.data_dim))
 

@@ -19,6 +19,7 @@ from scipy.stats import special_ortho_group
 
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
+from gmm_vae.resources import rows_per_chunk
 
 # Covariances must be numerically SPD: the smallest eigenvalue relative to the largest.
 _SPD_RTOL = 1e-10
@@ -62,11 +63,19 @@ class GMM:
 
     # --------------------------------------------------------------- sampling
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n`` points and the index of the component each came from."""
+        """Draw ``n`` points and the index of the component each came from.
+
+        The affine map runs in row chunks: ``chol[labels]`` is (n, D, D), 20 GB for a million
+        50-d points at once. The draws come first and whole, so the points do not depend on it.
+        """
         labels = rng.choice(self.n_components, size=n, p=self.weights)
         eps = rng.standard_normal((n, self.dim))
         chol = self._chol
-        x = self.means[labels] + np.einsum("nij,nj->ni", chol[labels], eps)
+        x = np.empty((n, self.dim))
+        rows = rows_per_chunk(2.0 * 8 * self.dim * (self.dim + 1), cap=max(1, n))
+        for s in range(0, n, rows):
+            lab = labels[s:s + rows]
+            x[s:s + rows] = self.means[lab] + np.einsum("nij,nj->ni", chol[lab], eps[s:s + rows])
         return x, labels.astype(np.int64)
 
     # ---------------------------------------------------------------- density

@@ -17,6 +17,7 @@ from scipy.signal import find_peaks
 from scipy.stats import chi2
 
 from gmm_vae.gmm import GMM
+from gmm_vae.resources import coverage_bytes_per_row, rows_per_chunk
 
 # ---------------------------------------------------------------------------------- clusters
 
@@ -238,8 +239,10 @@ def assign_components(samples: np.ndarray, gmm: GMM, threshold: float = 3.0
     samples = np.asarray(samples, dtype=np.float64)
     nearest = np.zeros(len(samples), dtype=np.int64)
     best = np.full(len(samples), np.inf)
-    for start in range(0, len(samples), _COVERAGE_CHUNK):
-        m2 = gmm.mahalanobis_sq(samples[start:start + _COVERAGE_CHUNK])
+    chunk = rows_per_chunk(coverage_bytes_per_row(gmm.n_components, gmm.dim),
+                           cap=_COVERAGE_CHUNK)
+    for start in range(0, len(samples), chunk):
+        m2 = gmm.mahalanobis_sq(samples[start:start + chunk])
         m2 = np.where(np.isfinite(m2), m2, np.inf)
         nearest[start:start + len(m2)] = m2.argmin(axis=1)
         best[start:start + len(m2)] = m2.min(axis=1)

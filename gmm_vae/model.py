@@ -25,6 +25,7 @@ from gmm_vae.losses import (
     mse_reconstruction,
 )
 from gmm_vae.priors import build_prior
+from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
 
 # Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
 # above, the decoder could explain everything as noise.
@@ -393,10 +394,13 @@ class VAE(L.LightningModule):
         """(N,) importance-weighted (IWAE) estimate of log p(x), nats, data coordinates.
 
         log p(x) >= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), tight as k grows; the log-Jacobian
-        of the normalisation converts the density back to data units.
+        of the normalisation converts the density back to data units. ``chunk`` points at a
+        time, fewer when their k importance samples would pass the evaluation's memory budget.
         """
         out = []
         log_jac = torch.log(self.data_scale).sum()
+        chunk = rows_per_chunk(iwae_bytes_per_point(k, self.latent_dim, self.data_dim,
+                                                    list(self.hparams.hidden_dims)), cap=chunk)
         for xb in x.to(self.device, self.dtype).split(chunk):
             xn = self.normalize(xb)
             mean, log_var = self.encode(xn)

@@ -22,7 +22,8 @@ from gmm_vae import config as config_mod
 from gmm_vae.callbacks import build_callbacks
 from gmm_vae.checkpoints import check_weights, read_checkpoint
 from gmm_vae.data import GMMDataModule
-from gmm_vae.errors import ConfigError
+from gmm_vae.errors import ConfigError, RunInterrupted
+from gmm_vae.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.io import atomic_write_json
 from gmm_vae.model import VAE
 
@@ -95,8 +96,16 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
 
     Returns the run's objective (see ``objective``): higher is better, NaN when unknown.
     Every user mistake (config, spec file, checkpoint) raises ConfigError before the run
-    directory holds anything but Hydra's bookkeeping.
+    directory holds anything but Hydra's bookkeeping. SIGINT or SIGTERM ends the run with
+    ``RunInterrupted``, ``status.json`` = interrupted (with the signal) and an intact
+    ``last.ckpt`` to resume from (``gmm_vae/interrupts.py``).
     """
+    watch = SignalWatch()
+    with watch.installed():
+        return _train(cfg, run_dir, watch)
+
+
+def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
     config_mod.validate(cfg)
     strategy = str(cfg.trainer.strategy)
     if (is_multirun() and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
@@ -124,8 +133,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         write_status(run_dir, "running")
     try:
         dm.gmm.to_yaml(run_dir / "gmm.yaml")
-        trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer = build_trainer(cfg, run_dir, [StopOnSignal(watch),
+                                               *build_callbacks(cfg, run_dir)])
+        with watch.deferred():
+            trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        watch.raise_if_received()
         train_time = time.perf_counter() - started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         evaluation: dict[str, Any] | None = None
@@ -140,6 +152,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
                                           seed=int(cfg.seed))
             log_hparams(trainer, cfg, evaluation)
     except BaseException as exc:
+        if watch.received is not None:
+            # Lightning may have turned the signal into its own SystemExit (SIGTERMException).
+            if rank_zero:
+                write_status(run_dir, "interrupted", signal=watch.received,
+                             checkpoint=_last_checkpoint(run_dir),
+                             resume=f"python train.py resume={run_dir}")
+            if isinstance(exc, RunInterrupted):
+                raise
+            raise RunInterrupted(watch.received) from exc
         if rank_zero:
             write_status(run_dir, "failed",
                          error=f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -161,6 +182,12 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         epochs = int(trainer.current_epoch) or int(cfg.trainer.max_epochs)
         print_summary(run_dir, metrics, wall, epochs, evaluation, train_time=train_time)
     return score
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    """``checkpoints/last.ckpt`` if it exists: what ``resume`` continues from."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
 
 
 def _is_rank_zero() -> bool:

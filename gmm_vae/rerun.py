@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae.checkpoints import check_weights, read_checkpoint
+from gmm_vae.config import check_seed
 from gmm_vae.errors import ConfigError
 from gmm_vae.report import EVAL_DIR, FIGURES, format_summary, write_evaluation
 
@@ -46,8 +47,8 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     if n_samples is not None and (not isinstance(n_samples, int) or isinstance(n_samples, bool)
                                   or n_samples < 1):
         raise ConfigError(f"n_samples must be a positive integer (got {n_samples!r})")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ConfigError(f"seed must be an integer (got {seed!r})")
+    if seed is not None:
+        check_seed(seed, "seed")
     run_dir = Path(str(run_dir)).expanduser()
     cfg = load_run_config(run_dir)
     ckpt_path, label = resolve_checkpoint(run_dir, ckpt)

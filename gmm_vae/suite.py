@@ -85,6 +85,10 @@ class Mixture:
     overrides: tuple[str, ...]
 
 
+NAMES = ("default_s0", "default_s1", "default_s2", "default_s3", "default_s4", "k8", "d5", "d10",
+         "tight25", *SPEC_MIXTURES)
+
+
 def mixtures(spec_dir: Path) -> dict[str, Mixture]:
     """The suite, in order; spec files of the named layouts are written into ``spec_dir``."""
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,7 @@ def mixtures(spec_dir: Path) -> dict[str, Mixture]:
             build().to_yaml(path)
         kind = "hard" if name in ("unequal", "d10k8") else "tight"
         out[name] = Mixture(name, kind, (f"data.spec_path={path}",))
+    assert tuple(out) == NAMES
     return out
 
 

@@ -1,0 +1,248 @@
+"""Memory: what a run will need, what the machine has, and how big an evaluation chunk may be.
+
+A size that cannot fit (``data.n_samples=2000000000``) used to start allocating and swap for
+minutes before dying; an evaluation pass of a large latent with many prior components held
+gigabytes at once. Two jobs live here, both plain arithmetic (no torch, so the config check
+stays fast and runs before anything is allocated):
+
+- ``check_memory`` estimates the peak resident memory of a run from its config and refuses,
+  in one line naming the setting that costs the most, a run that cannot fit in the memory
+  available now (``MemAvailable``, or the cgroup's limit when that is lower).
+- ``rows_per_chunk`` turns a fixed byte budget into a row count for the chunked evaluation
+  passes. The budget is a constant, not a share of the free memory, so the chunks (and with
+  them the order of random draws) are the same on every machine and under any load: the same
+  checkpoint gives the same numbers everywhere.
+
+The estimate is deliberately simple: a sum over the big arrays with the temporaries that live
+beside them, plus the interpreter with torch and Lightning loaded. ``GMM_VAE_MEMORY_CHECK=0``
+turns the refusal off for a user who knows better (e.g. a machine with ample swap).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmm_vae.errors import ConfigError
+
+MiB = 2**20
+GiB = 2**30
+
+# Bytes one evaluation pass may hold at once (IWAE, sampling, coverage, prior log-density).
+# Fixed so that chunk sizes, and the random draws that follow them, never depend on the machine.
+EVAL_CHUNK_BYTES = 512 * MiB
+# The mixture prior's (rows, C, L) temporaries: small enough to stay in cache and for the
+# allocator to reuse its blocks (large chunks measured several times slower).
+PRIOR_CHUNK_BYTES = 4 * MiB
+# Python with numpy, torch, Lightning, scikit-learn and openTSNE imported (measured ~0.55 GiB
+# RSS for a debug=tiny run on CPU; rounded up).
+BASE_BYTES = 700 * MiB
+ENV_SWITCH = "GMM_VAE_MEMORY_CHECK"
+
+_F32, _F64, _I64 = 4, 8, 8
+
+
+def rows_per_chunk(bytes_per_row: float, cap: int, budget: int = EVAL_CHUNK_BYTES) -> int:
+    """How many rows of ``bytes_per_row`` fit in ``budget``: at least 1, at most ``cap``.
+
+    ``cap`` is the chunk the code used before budgets existed (4096 IWAE points, 100,000
+    samples, 200,000 coverage rows): at default sizes the budget allows more, so the cap keeps
+    chunks, and therefore random draws and numbers, exactly what they were.
+    """
+    return max(1, min(int(cap), int(budget // max(1.0, float(bytes_per_row)))))
+
+
+def iwae_bytes_per_point(k: int, latent_dim: int, data_dim: int, hidden: list[int]) -> float:
+    """Bytes one test point costs in the IWAE bound with ``k`` importance samples.
+
+    Per importance sample: z and its noise, the two widest decoder activations alive at once,
+    the decoder's outputs and the point repeated, in float32. The mixture prior's (C, L)
+    terms are chunked separately (``MixturePrior.log_prob``) and are not counted here.
+    """
+    widest = max(hidden) if hidden else 0
+    return k * _F32 * (4.0 * latent_dim + 2.0 * widest + 4.0 * data_dim + 8.0)
+
+
+def sample_bytes_per_row(latent_dim: int, data_dim: int, hidden: list[int]) -> float:
+    """Bytes one model sample costs while it is drawn (float32 activations, float64 copy)."""
+    widest = max(hidden) if hidden else 0
+    return _F32 * (3.0 * latent_dim + 2.0 * widest + 6.0 * data_dim + 4.0) + _F64 * data_dim
+
+
+def mixture_log_prob_bytes_per_row(n_components: int, latent_dim: int) -> float:
+    """Bytes per latent point of a diagonal-mixture log-density: about four (C, L) temporaries."""
+    return 4.0 * _F32 * n_components * latent_dim + 2.0 * _F32 * n_components
+
+
+def coverage_bytes_per_row(n_components: int, dim: int) -> float:
+    """Bytes per sample of one coverage chunk: the (N, K) distances and a (D, N) solve."""
+    return _F64 * (2.0 * n_components + 3.0 * dim)
+
+
+@dataclass
+class Estimate:
+    """Peak resident bytes of a run, and what each setting contributes to it."""
+
+    total: int
+    parts: dict[str, int] = field(default_factory=dict)
+
+    def largest(self) -> str:
+        """The setting that costs the most: the one a refusal asks the user to lower."""
+        return max(self.parts, key=lambda k: self.parts[k])
+
+
+def _spec_shape(spec_path: str) -> tuple[int, int] | None:
+    """(K, D) of a spec file, or None when it cannot be read (its own check reports why)."""
+    try:
+        import yaml
+
+        with open(spec_path) as f:
+            raw = yaml.safe_load(f)
+        return len(raw["means"]), len(raw["means"][0])
+    except Exception:  # malformed specs get their one-line error from GMM.from_yaml
+        return None
+
+
+def _param_count(data_dim: int, latent_dim: int, hidden: list[int], likelihood: str,
+                 prior: str, prior_components: int, flow_hidden: int,
+                 flow_transforms: int) -> int:
+    def mlp(sizes: list[int]) -> int:
+        return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+
+    out = 2 * data_dim if likelihood == "gaussian" else data_dim
+    n = mlp([data_dim, *hidden, 2 * latent_dim]) + mlp([latent_dim, *reversed(hidden), out])
+    if prior == "mog":
+        n += prior_components * (2 * latent_dim + 1)
+    elif prior == "flow":
+        # zuko NSF: per transform an MLP (L -> h -> h -> L * (3 * bins - 1)), bins = 8.
+        n += flow_transforms * mlp([latent_dim, flow_hidden, flow_hidden, latent_dim * 23])
+    return n
+
+
+def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
+    """Peak resident bytes of ``python train.py`` with ``cfg`` (a composed, validated config).
+
+    The big arrays: the three data sets (float64 points, labels, float32 copies, the
+    normalisation's temporaries, each epoch's shuffled copy), the model with its gradients and
+    Adam state, one training step's activations, and the end-of-run evaluation (samples and
+    coverage draws in float64, the truth's coverage draw beside them, one budgeted chunk).
+    """
+    data, model, analysis = cfg.data, cfg.model, cfg.analysis
+    k: int = int(data.n_components)
+    if dim is None and data.spec_path:
+        shape = _spec_shape(str(data.spec_path))
+        if shape is not None:
+            k, dim = shape
+    d = int(dim if dim is not None else data.dim)
+    latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d - 1)
+    hidden = [int(h) for h in model.hidden_dims]
+    prior_c = int(model.prior_components) if model.prior == "mog" else 0
+
+    parts: dict[str, int] = {}
+    # Train split: x float64 + labels + a float64 temporary (normalisation) + float32 tensor,
+    # plus each epoch's permutation and shuffled float32 copy.
+    parts["data.n_samples"] = int(data.n_samples) * (d * (_F64 * 2 + _F32 * 2) + _I64 * 2)
+    for key in ("n_val", "n_test"):
+        parts[f"data.{key}"] = int(data[key]) * (d * (_F64 * 2 + _F32) + _I64)
+    params = _param_count(d, latent, hidden, str(model.likelihood), str(model.prior),
+                          int(model.prior_components), int(model.flow_hidden),
+                          int(model.flow_transforms))
+    # Weights, gradients and Adam's two moments, float32; the best/last checkpoints copy them.
+    parts["model.hidden_dims"] = params * _F32 * 5
+    batch = min(int(data.batch_size), int(data.n_samples))
+    # One training step keeps every activation for backward (~3 copies of the widest layers),
+    # and the mixture prior's Monte-Carlo KL its (B, C, L) terms.
+    step = batch * _F32 * (3 * (2 * sum(hidden) + 4 * latent + 4 * d)
+                           + 6 * prior_c * latent)
+    parts["data.batch_size"] = int(step)
+
+    if analysis.evaluate_at_end:
+        n_eval, n_cov = int(analysis.eval_samples), int(analysis.coverage_samples)
+        n_cov = max(n_cov, n_eval)
+        # The model's coverage draw (float64) and its concatenation, then the truth's draw
+        # (points, labels, noise) and its concatenation beside it; one budgeted chunk.
+        parts["analysis.coverage_samples"] = n_cov * (4 * _F64 * d + 3 * _I64)
+        parts["analysis.eval_samples"] = n_eval * (3 * _F64 * d + _I64)
+        # The largest chunk of the budgeted passes (IWAE, sampling, coverage), as actually cut.
+        iwae = iwae_bytes_per_point(int(analysis.iwae_samples), latent, d, hidden)
+        sample = sample_bytes_per_row(latent, d, hidden)
+        cover = coverage_bytes_per_row(int(k), d)
+        parts["evaluation chunk"] = int(max(
+            rows_per_chunk(iwae, 4096) * iwae, rows_per_chunk(sample, 100_000) * sample,
+            rows_per_chunk(cover, 200_000) * cover))
+    parts["analysis.n_samples"] = int(analysis.n_samples) * (4 * _F64 * d + 2 * _I64 + 64)
+    total = BASE_BYTES + sum(parts.values())
+    return Estimate(total=int(total), parts=parts)
+
+
+def available_bytes() -> int | None:
+    """Memory a new allocation can use now: MemAvailable, capped by a cgroup limit; None if
+    unknown (then nothing is refused)."""
+    avail: int | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        avail = None
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, AttributeError):
+            avail = None
+    limit = _cgroup_room()
+    if limit is not None:
+        avail = limit if avail is None else min(avail, limit)
+    return avail
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under a cgroup v2 memory limit, or None without one."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        raw = (base / "memory.max").read_text().strip()
+        if raw == "max":
+            return None
+        used = int((base / "memory.current").read_text().strip())
+        return max(0, int(raw) - used)
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / MiB:.0f} MiB"
+
+
+def check_memory(cfg: Any, dim: int | None = None, available: int | None = None) -> Estimate:
+    """Refuse, with one line naming the costliest setting, a run that cannot fit in memory.
+
+    Raises ``ConfigError`` when the estimate exceeds ``available`` (by default what the machine
+    has free now); returns the estimate otherwise. ``GMM_VAE_MEMORY_CHECK=0`` skips the refusal.
+    """
+    estimate = estimate_run(cfg, dim)
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return estimate
+    avail = available_bytes() if available is None else available
+    if avail is None or estimate.total <= avail:
+        return estimate
+    setting = estimate.largest()
+    if setting == "evaluation chunk":  # fixed cost; only a tiny machine gets here
+        setting = "analysis.evaluate_at_end"
+    value = _select(cfg, setting)
+    raise ConfigError(
+        f"{setting} is too large for the memory available: this run needs about "
+        f"{_fmt(estimate.total)} ({_fmt(estimate.parts.get(setting, 0))} of it for {setting}), "
+        f"{_fmt(avail)} is free; lower {setting} or set {ENV_SWITCH}=0 to try anyway "
+        f"(got {value})"
+    )
+
+
+def _select(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return list(node) if not isinstance(node, str | int | float | bool) else node
