@@ -66,6 +66,7 @@ class VAE(L.LightningModule):
         kl_warmup_epochs: int = 0,
         free_bits: float = 0.0,
         decoder_init_log_var: float = 0.0,
+        decoder_var_warmup_epochs: int = 0,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_schedule: str = "none",
@@ -90,6 +91,9 @@ class VAE(L.LightningModule):
         # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
         self.encoder = mlp([data_dim, *hidden, 2 * latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden), out])
+        # Ceiling on the decoder's log-variance, raised epoch by epoch during the warm-up (see
+        # ``on_train_epoch_start``); a buffer so a CUDA graph reads the current value.
+        self.register_buffer("log_var_ceiling", torch.tensor(_MAX_LOG_VAR), persistent=False)
         if likelihood == "gaussian" and decoder_init_log_var:
             # Start p(x|z) narrow: see README "Why the default collapsed on the ring".
             with torch.no_grad():
@@ -129,6 +133,8 @@ class VAE(L.LightningModule):
         if self.likelihood == "gaussian":
             mean, raw = h.chunk(2, dim=-1)
             log_var = raw.clamp(_MIN_LOG_VAR, _MAX_LOG_VAR)
+            if self.hparams.decoder_var_warmup_epochs:
+                log_var = torch.minimum(log_var, self.log_var_ceiling)
         else:
             mean = torch.sigmoid(h)
             log_var = torch.full_like(mean, self._mse_log_var)
@@ -303,6 +309,25 @@ class VAE(L.LightningModule):
         # Graphs point at this fit's parameters and optimiser state; Lightning moves the model
         # off the GPU after fit, so they must not outlive it.
         self._graphed = None
+        # Sampling and evaluation after training see the decoder uncapped.
+        self.log_var_ceiling.fill_(_MAX_LOG_VAR)
+
+    def decoder_log_var_ceiling(self, epoch: int) -> float:
+        """The cap on the decoder's log-variance during epoch ``epoch``.
+
+        Rises linearly from ``decoder_init_log_var`` to 0 (the variance of standardised data)
+        over ``decoder_var_warmup_epochs``, then lifts. Capped, p(x|z) cannot explain a direction
+        of the data as noise before the encoder has learned it: with learned variance that is a
+        stable dead end (README, "Why the default collapsed on the ring").
+        """
+        warm = int(self.hparams.decoder_var_warmup_epochs)
+        if warm <= 0 or epoch >= warm:
+            return _MAX_LOG_VAR
+        start = float(self.hparams.decoder_init_log_var)
+        return start + (0.0 - start) * epoch / warm
+
+    def on_train_epoch_start(self) -> None:
+        self.log_var_ceiling.fill_(self.decoder_log_var_ceiling(self.current_epoch))
 
     def on_train_epoch_end(self) -> None:
         acc = self._acc

@@ -32,10 +32,11 @@ def test_defaults_are_the_documented_ones(compose_cfg) -> None:
     assert (cfg.data.n_components, cfg.data.dim, cfg.data.n_samples) == (4, 3, 10_000)
     assert cfg.data.batch_size == 128
     assert list(cfg.model.hidden_dims) == [128, 128]
-    # latent_dim: auto = max(2, D - 1): 2 on the default 3-D mixture, D - 1 in higher D.
+    # latent_dim: auto = max(2, D): one latent unit per data direction.
     assert cfg.model.latent_dim is None
-    assert config_mod.resolve_latent_dim(None, 3) == 2
-    assert config_mod.resolve_latent_dim(None, 10) == 9
+    assert config_mod.resolve_latent_dim(None, 1) == 2
+    assert config_mod.resolve_latent_dim(None, 3) == 3
+    assert config_mod.resolve_latent_dim(None, 10) == 10
     assert config_mod.resolve_latent_dim(5, 10) == 5
     assert (cfg.model.likelihood, cfg.model.prior) == ("gaussian", "mog")
 
