@@ -439,3 +439,36 @@ def test_optuna_search_runs_trials_and_writes_its_results(tmp_path: Path) -> Non
     # The value Optuna maximised is what each run reported as its objective.
     assert results["best_value"] == pytest.approx(max(float(r["objective"]) for r in rows))
     assert "Optuna's best trial: objective" in (sweep_dir / MARKDOWN_NAME).read_text()
+
+
+def test_jobs_differing_only_in_seeds_are_aggregated_with_their_worst_seed(
+        tmp_path: Path) -> None:
+    job = 0
+    for lr, gaps in (("0.002", [0.01, 0.02, 0.03]), ("0.01", [0.5, 0.4, 0.9])):
+        for seed, gap in enumerate(gaps):
+            captured = 4 if (lr, seed) != ("0.002", 2) else 3
+            metrics = fake_metrics(captured, gap)
+            metrics["latent"] = {"active_units": 2, "kl": 1.0, "collapsed": lr == "0.01"}
+            make_job(tmp_path, str(job), [f"seed={seed}", f"model.lr={lr}"], completed(),
+                     metrics)
+            job += 1
+    paths = summarize_sweep(tmp_path)
+    md = paths["markdown"].read_text()
+    assert "## Seeds aggregated" in md
+    assert "| `model.lr=0.002` | 3 | all modes on 2 of 3 seeds | 0.1000 ± 0.0000 (worst " \
+           "0.1000) | 0.020 ± 0.010 (worst 0.030) |" in md
+    assert "| `model.lr=0.01` | 3 | all modes on 3 of 3 seeds |" in md
+    assert md.count("**collapsed** (2)") == 3  # the three lr=0.01 rows
+    rows = read_csv(paths["seeds_csv"])
+    assert [(r["model.lr"], r["n_jobs"], r["all_modes_captured"], r["collapsed"])
+            for r in rows] == [("0.002", "3", "2", "0"), ("0.01", "3", "3", "3")]
+    assert float(rows[1]["nll_gap_worst"]) == 0.9
+    assert float(rows[1]["nll_gap_mean"]) == pytest.approx(0.6)
+
+
+def test_no_seed_table_when_every_setting_ran_once(tmp_path: Path) -> None:
+    for job, lr in enumerate(("0.002", "0.01")):
+        make_job(tmp_path, str(job), [f"model.lr={lr}"], completed(), fake_metrics(4, 0.1))
+    paths = summarize_sweep(tmp_path)
+    assert "seeds_csv" not in paths
+    assert "Seeds aggregated" not in paths["markdown"].read_text()
