@@ -356,11 +356,13 @@ def latent_diagnostics(mean_variance: list[float] | np.ndarray, kl: float,
     var = np.asarray(mean_variance, dtype=np.float64)
     active = int((var > threshold).sum())
     collapsed = bool(active == 0 or not kl >= COLLAPSED_KL)
+    # The Monte-Carlo KL of a collapsed posterior scatters around 0 (e.g. -0.0003): say 0.000.
+    shown = f"{max(kl, 0.0):.3f}" if math.isfinite(kl) else str(kl)
     if collapsed:
         verdict = (f"posterior collapsed: {active} of {len(var)} latent units active, KL "
-                   f"{kl:.3f} nats; the decoder ignores z")
+                   f"{shown} nats; the decoder ignores z")
     else:
-        verdict = f"{active} of {len(var)} latent units active, KL {kl:.3f} nats"
+        verdict = f"{active} of {len(var)} latent units active, KL {shown} nats"
     return {"active_units": active, "latent_dim": len(var), "kl": float(kl),
             "kl_per_dim": None if kl_per_dim is None else [float(v) for v in kl_per_dim],
             "mean_variance": var.tolist(), "collapsed": collapsed, "verdict": verdict}
