@@ -58,7 +58,8 @@ def _bic_scan(x: np.ndarray, fit_rows: np.ndarray, k_max: int, seed: int,
 
 
 def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "bic",
-              seed: int = 0, max_points: int = 1000, patience: int = 5) -> tuple[int, np.ndarray]:
+              seed: int = 0, max_points: int = 1000, patience: int = 5,
+              bic_points: int = 2000) -> tuple[int, np.ndarray]:
     """The number of clusters that best explains ``x``, and the labels at that k.
 
     ``bic`` (default): lowest BIC of a full-covariance Gaussian mixture over k = 1..k_max: the
@@ -68,7 +69,9 @@ def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "bic",
     prefers the coarsest well-separated split, so three components that sit nearer each other
     than a fourth are read as 2 clusters; it cannot answer 1.
     ``elbow``: the knee of KMeans inertia over k = 1..k_max (largest distance to the chord).
-    Silhouette and BIC are computed on at most ``max_points`` points (labels for all).
+    Silhouette is computed on at most ``max_points`` points, BIC on at most ``bic_points``
+    (labels for all): with 1,000 a component of 2% weight has 20 points, and the truth of the
+    suite's unequal mixture was read as 7 instead of 6 on 2 of 6 draws (0 of 6 with 2,000).
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -83,7 +86,9 @@ def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "bic",
         return KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
 
     if criterion == "bic":
-        return _bic_scan(x, sub, k_max, seed, patience)
+        rows = rng.choice(n, size=min(n, bic_points), replace=False) if n > bic_points \
+            else np.arange(n)
+        return _bic_scan(x, rows, k_max, seed, patience)
     if criterion == "elbow":
         fits = [kmeans(k) for k in range(1, k_max + 1)]
         inertia = np.array([f.inertia_ for f in fits])

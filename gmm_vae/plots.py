@@ -240,7 +240,9 @@ def pairwise_projections(samples: np.ndarray, truth: np.ndarray,
     else:
         pairs = list(combinations(range(dim), 2))
         rows, cols = _grid(len(pairs), 3 if len(pairs) <= 6 else 4)
-        fig = Figure(figsize=(cols * _PANEL_SIZE[0], rows * _PANEL_SIZE[1]),
+        # One panel (2-D data) gets room for the title and the legend.
+        scale = 1.4 if len(pairs) == 1 else 1.0
+        fig = Figure(figsize=(cols * _PANEL_SIZE[0] * scale, rows * _PANEL_SIZE[1] * scale),
                      layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
         for ax, (i, j) in zip(axes, pairs, strict=False):
@@ -259,9 +261,19 @@ def pairwise_projections(samples: np.ndarray, truth: np.ndarray,
             ax.set_visible(False)
         _legend(axes[0])
     shown = f"first {dim} of {truth.shape[1]} axes" if truth.shape[1] > dim else "all axes"
-    fig.suptitle((f"{title}\n" if title else "") + f"pairwise projections ({shown}; "
-                 f"{len(s)} VAE vs {len(t)} truth points)")
+    _suptitle(fig, (f"{title}\n" if title else "") + f"pairwise projections ({shown}; "
+              f"{len(s)} VAE vs {len(t)} truth points)")
     return fig
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (a one-panel figure of a 2-D mixture would
+    otherwise cut the run's settings off at both sides)."""
+    import textwrap
+
+    width = max(30, int(fig.get_figwidth() * 11))
+    lines = [textwrap.fill(line, width) for line in text.splitlines()]
+    fig.suptitle("\n".join(lines), fontsize="medium")
 
 
 # ---------------------------------------------------------------------------- histograms
