@@ -101,14 +101,26 @@ def test_default_sizes_keep_their_chunks_so_random_draws_do_not_move() -> None:
         resources.iwae_bytes_per_point(64, 2, 3, [8192, 8192]), 4096) < 4096
 
 
-def test_a_latent_of_50_is_evaluated_in_bounded_time() -> None:
-    """The IWAE bound with the 64-component prior: ~30 s and 6.9 GB before the chunking."""
+def test_a_latent_of_50_is_evaluated_in_memory_bounded_chunks(monkeypatch) -> None:
+    """The IWAE bound with the 64-component prior held N x k x C x L values at once (6.9 GB
+    for a latent of 50). Now it goes in budgeted chunks (the prior's own chunking is pinned
+    bit-identical elsewhere); speed is measured in the closing note (30.8 s -> 8.4 s), not
+    asserted here: a timed test fails on a busy CI machine."""
+    from gmm_vae import model as model_mod
     from gmm_vae.model import VAE
 
     torch.manual_seed(0)
     model = VAE(data_dim=3, latent_dim=50, hidden_dims=[32, 32], prior="mog",
                 prior_components=64).eval()
-    started = time.perf_counter()
-    lp = model.log_prob(torch.randn(1000, 3), k=64)
-    assert torch.isfinite(lp).all() and lp.shape == (1000,)
-    assert time.perf_counter() - started < 20
+    seen: list[int] = []
+    real = model_mod.rows_per_chunk
+
+    def spy(bytes_per_row: float, cap: int) -> int:
+        rows = real(bytes_per_row, cap=cap)
+        seen.append(rows * int(bytes_per_row))
+        return rows
+
+    monkeypatch.setattr(model_mod, "rows_per_chunk", spy)
+    lp = model.log_prob(torch.randn(300, 3), k=64)
+    assert torch.isfinite(lp).all() and lp.shape == (300,)
+    assert seen and max(seen) <= resources.EVAL_CHUNK_BYTES
