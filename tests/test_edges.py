@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,10 @@ from tests.conftest import compose_config, run_script
 
 def test_a_size_that_cannot_fit_is_refused_at_once_naming_the_setting(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    started = time.perf_counter()
+    # Refused before anything is allocated; a run that started allocating 24 GB would still be
+    # swapping when the subprocess timeout ends the test.
     proc = run_script("train.py", ["data.n_samples=2000000000", f"hydra.run.dir={run_dir}"],
                       cwd=tmp_path, timeout=120)
-    assert time.perf_counter() - started < 60
     assert proc.returncode == 2, proc.stderr[-1500:]
     err = proc.stderr.strip()
     assert "\n" not in err and "Traceback" not in err, err
