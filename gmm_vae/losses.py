@@ -13,10 +13,17 @@ import torch
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def gaussian_log_likelihood_per_dim(x: torch.Tensor, mean: torch.Tensor,
+                                    log_var: torch.Tensor) -> torch.Tensor:
+    """(B, D) log N(x_d | mean_d, exp(log_var_d)) per dimension: the collapse diagnostics read
+    how much each latent unit carries."""
+    return -0.5 * (_LOG_2PI + log_var + (x - mean).pow(2) * torch.exp(-log_var))
+
+
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
                             log_var: torch.Tensor) -> torch.Tensor:
     """(B,) log N(x | mean, diag exp(log_var)), summed over dimensions."""
-    return -0.5 * (_LOG_2PI + log_var + (x - mean).pow(2) * torch.exp(-log_var)).sum(dim=-1)
+    return gaussian_log_likelihood_per_dim(x, mean, log_var).sum(dim=-1)
 
 
 def mse_reconstruction(x: torch.Tensor, mean: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -234,12 +234,11 @@ def perfect_hq_fraction(dim: int, threshold: float = 3.0) -> float:
 _COVERAGE_CHUNK = 200_000
 
 
-def assign_components(samples: np.ndarray, gmm: GMM, threshold: float = 3.0
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest component by Mahalanobis distance, whether within ``threshold``) per sample.
+def assign_components(samples: np.ndarray, gmm: GMM) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest component, squared Mahalanobis distance to it) per sample.
 
     In chunks, so a million samples against many components never holds an (N, K) matrix.
-    Non-finite samples are never high quality.
+    Non-finite samples get an infinite distance, so they are never high quality.
     """
     samples = np.asarray(samples, dtype=np.float64)
     nearest = np.zeros(len(samples), dtype=np.int64)
@@ -255,7 +254,7 @@ def assign_components(samples: np.ndarray, gmm: GMM, threshold: float = 3.0
 
 
 def perfect_shares(gmm: GMM, threshold: float = 3.0) -> np.ndarray:
-    """(K + 1,) what a perfect sampler puts in each bin of ``component_shares``, analytically.
+    """(K + 1,) what a perfect sampler puts in each bin of ``mode_coverage``, analytically.
 
     w_k * P(chi2_D <= threshold^2) per component and the rest off-mode: exact when components
     are separated (no sample of one falls into another's high-quality ellipsoid). Where they
@@ -289,7 +288,7 @@ def mode_coverage(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
     """
     samples = np.asarray(samples, dtype=np.float64)
     k, d = gmm.n_components, gmm.dim
-    nearest, best = assign_components(samples, gmm, threshold)
+    nearest, best = assign_components(samples, gmm)
     hq = best <= threshold**2
     counts = np.bincount(nearest[hq], minlength=k).astype(np.float64)
     n = max(1, len(samples))
@@ -333,7 +332,7 @@ def literature_protocol(samples: np.ndarray, gmm: GMM, threshold: float = 3.0,
     mode): compare it with published rows, judge models with ``mode_coverage``.
     """
     x = np.asarray(samples, dtype=np.float64)[:n]
-    nearest, best = assign_components(x, gmm, threshold)
+    nearest, best = assign_components(x, gmm)
     hq = best <= threshold**2
     hit = np.bincount(nearest[hq], minlength=gmm.n_components) > 0
     return {"modes": int(hit.sum()), "hq_percent": 100.0 * float(hq.mean()) if len(x) else 0.0,

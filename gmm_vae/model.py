@@ -20,6 +20,7 @@ from torch import nn
 from gmm_vae.graphed_step import GraphedStep
 from gmm_vae.losses import (
     gaussian_log_likelihood,
+    gaussian_log_likelihood_per_dim,
     kl_standard_normal,
     mse_implied_log_var,
     mse_reconstruction,
@@ -31,7 +32,6 @@ from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
 # above, the decoder could explain everything as noise.
 _MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
 _TERMS = ("loss", "recon", "kl")
-_LOG_2PI = math.log(2.0 * math.pi)
 # Priors whose log-density has no data-dependent host control flow, so a CUDA graph can hold
 # it (the mixture builds its torch.distributions without argument validation for this reason).
 # The flow prior (zuko) is unverified under capture and keeps the eager step.
@@ -398,7 +398,7 @@ class VAE(L.LightningModule):
         """
         mean, log_var = self.encode(self.normalize(x.to(self.device, self.dtype)))
         z = self.reparameterize(mean, log_var)
-        log_q_dims = -0.5 * (_LOG_2PI + log_var + (z - mean).pow(2) * torch.exp(-log_var))
+        log_q_dims = gaussian_log_likelihood_per_dim(z, mean, log_var)
         if getattr(self.prior, "has_analytic_kl", False):
             kl_dims = kl_standard_normal(mean, log_var)
             kl = kl_dims.sum(dim=-1)
