@@ -57,6 +57,14 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the standardised data (variance scale**2)")
     parser.add_argument("--every", type=int, default=0, help="print every N epochs (auto)")
+    parser.add_argument("--save", default=None, help="save the trained model's state here")
+    parser.add_argument("--load", default=None, help="skip training: load this saved state")
+    parser.add_argument("--refit-every", type=int, default=0,
+                        help="refit the mixture prior by EM every N epochs after the warm-up")
+    parser.add_argument("--refit-final", action="store_true",
+                        help="refit the mixture prior by EM after the last epoch")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also score samples decoded from the aggregate posterior q(z)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +88,9 @@ def main() -> None:
     every = args.every or max(1, args.epochs // 15)
     warm = model.hparams.kl_warmup_epochs
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    if args.load:
+        model.load_state_dict(torch.load(args.load))
+    for epoch in range(0 if args.load else args.epochs):
         model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(epoch))
         beta = min(1.0, (epoch + 1) / warm) if warm else 1.0
         sums, n = np.zeros(3), 0
@@ -92,6 +102,8 @@ def main() -> None:
             sums += [float(terms[k]) for k in ("loss", "recon", "kl")]
             n += 1
         sched.step()
+        if args.refit_every and epoch + 1 >= warm and (epoch + 1 - warm) % args.refit_every == 0:
+            refit(model, x, args.seed * 100_003 + epoch)
         if epoch % every == 0 or epoch == args.epochs - 1:
             with torch.no_grad():
                 mean, _ = model.encode(dm.t_val * args.scale)
@@ -103,15 +115,65 @@ def main() -> None:
                   f"decoder log-var per axis [{axes}]", flush=True)
     model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(args.epochs))
     model.eval()
+    if args.refit_final:
+        before, after = refit(model, x, args.seed)
+        print(f"final refit: E_q log p(z) {before:.3f} -> {after:.3f}")
+    if args.save:
+        torch.save(model.state_dict(), args.save)
+    if args.diagnose:
+        diagnose(model, dm, gmm)
     torch.manual_seed(0)
     samples = model.sample(200_000).double().numpy()
     cov = metrics.mode_coverage(samples, gmm)
     log_p = model.log_prob(torch.from_numpy(dm.x_test), k=64).double().numpy()
     gap = metrics.heldout_nll(log_p, gmm.log_prob(dm.x_test))["gap"]
-    print(f"{args.mixture} recipe={args.recipe} seed={args.seed}: modes "
+    refits = (f" refit every {args.refit_every}" if args.refit_every else "") + \
+        (" refit final" if args.refit_final else "")
+    print(f"{args.mixture} recipe={args.recipe}{refits} seed={args.seed}: modes "
           f"{cov['modes_captured']}/{cov['n_components']}, HQ ratio {cov['hq_ratio']:.3f}, "
           f"weight error {cov['weights_tv']:.4f}, NLL gap {gap:.3f} nats "
           f"({time.perf_counter() - start:.0f} s)")
+
+
+@torch.no_grad()
+def refit(model: VAE, x: torch.Tensor, seed: int) -> tuple[float, float]:
+    """EM refit of the mixture prior on one posterior sample per training point."""
+    gen = torch.Generator().manual_seed(seed)
+    mean, log_var = model.encode(x)
+    z = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=gen)
+    return model.prior.refit(z, seed)
+
+
+@torch.no_grad()
+def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
+    """Where do off-mode samples come from: the prior, or the decoder?
+
+    Samples decoded from the aggregate posterior (z ~ q(z|x) for training points x) are off-mode
+    only where the decoder maps a posterior's own region off-mode; samples from the prior are
+    off-mode also where p(z) puts mass that no q(z|x) covers (a hole the prior fills).
+    """
+    torch.manual_seed(1)
+    x = dm.t_train.repeat(20, 1)
+    mean, log_var = model.encode(x)
+    z = model.reparameterize(mean, log_var)
+    dec_mean, dec_lv = model.decode_params(z)
+    agg = model.denormalize(dec_mean + torch.exp(0.5 * dec_lv) * torch.randn_like(dec_mean))
+    cov = metrics.mode_coverage(agg.double().numpy(), gmm)
+    print(f"  aggregate posterior: HQ ratio {cov['hq_ratio']:.3f}, weight error "
+          f"{cov['weights_tv']:.4f}, off-mode {cov['off_mode_share']:.3f}")
+    prior_z = model.prior.sample(200_000)
+    # Posterior density of the prior's samples: a prior sample far from every q(z|x) is a hole.
+    from sklearn.neighbors import NearestNeighbors
+    nn_index = NearestNeighbors(n_neighbors=1).fit(mean[:10_000].numpy())
+    dist, idx = nn_index.kneighbors(prior_z[:20_000].numpy())
+    sd = torch.exp(0.5 * log_var[:10_000]).numpy()[idx[:, 0]].mean(-1)
+    far = (dist[:, 0] / sd > 3).mean()
+    print(f"  prior samples over 3 posterior sds from every posterior mean: {far:.3f}")
+    dm_, dlv = model.decode_params(prior_z)
+    xs = model.denormalize(dm_ + torch.exp(0.5 * dlv) * torch.randn_like(dm_))
+    cov = metrics.mode_coverage(xs.double().numpy(), gmm)
+    print(f"  prior: HQ ratio {cov['hq_ratio']:.3f}, weight error {cov['weights_tv']:.4f}, "
+          f"off-mode {cov['off_mode_share']:.3f}")
 
 
 if __name__ == "__main__":

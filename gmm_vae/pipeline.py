@@ -50,6 +50,8 @@ def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
     for key in config_mod.AUTO_WARMUP:
         model_kwargs[key] = config_mod.resolve_warmup(key, model_kwargs[key],
                                                       int(cfg.trainer.max_epochs))
+    model_kwargs["prior_refit_every"] = config_mod.resolve_refit_every(
+        model_kwargs["prior_refit_every"], int(cfg.trainer.max_epochs))
     return VAE(
         data_dim=dm.dim,
         gradient_clip_val=cfg.trainer.gradient_clip_val,

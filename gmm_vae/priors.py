@@ -102,6 +102,44 @@ class MixturePrior(nn.Module):
         log_pi = self.logits.log_softmax(dim=0).unsqueeze(-1)
         return torch.logsumexp(per + log_pi, dim=-2)
 
+    @torch.no_grad()
+    def refit(self, z: torch.Tensor, seed: int) -> tuple[float, float]:
+        """Fit the mixture to latent samples ``z`` by EM; keep it if it fits them better.
+
+        Trained by gradient steps alone, the mixture gets stuck with a component straddling
+        two clusters of posteriors: it puts prior mass in the hole between them, and every
+        sample drawn there decodes off-mode (README, "Holes in the prior"). EM from a k-means
+        start does not get stuck there. ``z`` should be samples of the aggregate posterior
+        q(z) = mean_x q(z|x): the prior that maximises the ELBO's E_q[log p(z)] term.
+        Returns the mean log p(z) before and after (after >= before).
+        """
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
+        n_comp = self.means.shape[0]
+        before = float(self.log_prob(z).mean())
+        if len(z) < n_comp:
+            return before, before
+        gm = GaussianMixture(n_comp, covariance_type="diag", reg_covar=1e-6, max_iter=100,
+                             random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm.fit(z.detach().double().cpu().numpy())
+        old = [p.detach().clone() for p in (self.means, self.log_scales, self.logits)]
+        new = (gm.means_, 0.5 * torch.from_numpy(gm.covariances_).log(),
+               torch.from_numpy(gm.weights_).log())
+        for param, value in zip((self.means, self.log_scales, self.logits), new, strict=True):
+            param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
+        after = float(self.log_prob(z).mean())
+        if not after > before:
+            for param, value in zip((self.means, self.log_scales, self.logits), old,
+                                    strict=True):
+                param.copy_(value)
+            return before, before
+        return before, after
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         probs = self.logits.softmax(dim=0)
         idx = torch.multinomial(probs, n, replacement=True, generator=generator)
