@@ -4,6 +4,7 @@
     python benchmarks/collapse_probe.py ring8 --recipe none         # the earlier default
     python benchmarks/collapse_probe.py cube27 --recipe warmup --epochs 60 --latent 2
     python benchmarks/collapse_probe.py ring8 --recipe none --scale 3   # data variance 9
+    python benchmarks/collapse_probe.py d10k8 --refit-every 25 --refit-final --diagnose
 
 The README's "Why the default collapsed on the ring" was measured with this script. It trains
 the project's own ``VAE`` (same loss, same prior, Adam with cosine decay) in a plain loop,
@@ -13,6 +14,14 @@ decoder's log-variance per data axis: an axis whose log-variance climbs back to 
 variance of standardised data) is being explained as noise instead of encoded. At the end:
 HQ share against a perfect sampler's, weight error and modes captured (the honest instruments,
 200k samples) and the held-out NLL gap.
+
+The plain loop has no prior refit unless asked: ``--refit-every N`` refits the mixture prior by
+EM every N epochs after the KL warm-up and ``--refit-final`` after the last epoch (the default
+``train.py`` recipe does both, N = a twelfth of training). ``--diagnose`` scores samples decoded
+from the aggregate posterior (z ~ q(z|x) of training points) beside samples decoded from the
+prior, and counts prior samples far from every posterior: off-mode samples that come from the
+prior alone are holes in the prior (README, "Holes in the prior"). ``--save`` / ``--load`` keep
+a trained model to diagnose again.
 
 Recipes: ``default`` (the config's: KL warm-up over a third of training, p(x|z) starting at
 log-variance -6 with its log-variance capped, rising to 0 over a sixth), ``none`` (no warm-up,
@@ -103,7 +112,7 @@ def main() -> None:
             n += 1
         sched.step()
         if args.refit_every and epoch + 1 >= warm and (epoch + 1 - warm) % args.refit_every == 0:
-            refit(model, x, args.seed * 100_003 + epoch)
+            model.refit_prior(x, seed=args.seed * 100_003 + epoch)
         if epoch % every == 0 or epoch == args.epochs - 1:
             with torch.no_grad():
                 mean, _ = model.encode(dm.t_val * args.scale)
@@ -116,7 +125,7 @@ def main() -> None:
     model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(args.epochs))
     model.eval()
     if args.refit_final:
-        before, after = refit(model, x, args.seed)
+        before, after = model.refit_prior(x, seed=args.seed)
         print(f"final refit: E_q log p(z) {before:.3f} -> {after:.3f}")
     if args.save:
         torch.save(model.state_dict(), args.save)
@@ -133,15 +142,6 @@ def main() -> None:
           f"{cov['modes_captured']}/{cov['n_components']}, HQ ratio {cov['hq_ratio']:.3f}, "
           f"weight error {cov['weights_tv']:.4f}, NLL gap {gap:.3f} nats "
           f"({time.perf_counter() - start:.0f} s)")
-
-
-@torch.no_grad()
-def refit(model: VAE, x: torch.Tensor, seed: int) -> tuple[float, float]:
-    """EM refit of the mixture prior on one posterior sample per training point."""
-    gen = torch.Generator().manual_seed(seed)
-    mean, log_var = model.encode(x)
-    z = mean + torch.exp(0.5 * log_var) * torch.randn(mean.shape, generator=gen)
-    return model.prior.refit(z, seed)
 
 
 @torch.no_grad()

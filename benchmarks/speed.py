@@ -1,7 +1,8 @@
 """Speed benchmark: the project's Lightning training vs a raw PyTorch loop, analysis on vs off.
 
     python benchmarks/speed.py [--epochs 20] [--repeats 3] [--threads N] [--analysis-epochs 500]
-                               [--scale] [--sweep-epochs 150] [hydra overrides ...]
+                               [--recipe-epochs 300 [--recipe-pairs 2]] [--scale]
+                               [--sweep-epochs 150] [hydra overrides ...]
     python benchmarks/speed.py --gpu [--gpu-sweep 4] [--run-epochs 300]
 
 ``--gpu`` and ``--gpu-sweep N`` (a machine with a CUDA GPU) time whole ``train.py`` runs instead,
@@ -17,8 +18,9 @@ on the same model, data and batch size. After a warm-up epoch, every Lightning s
 optimiser steps) is followed by 8 raw steps, and the ratio is total Lightning time over total
 raw time across these pairs: a shared machine's speed drifts within seconds, and pairing
 cancels the drift that made ratios of separate runs swing between 1.0 and 1.4. Part 2 times a
-default ``train.py`` run with analysis on vs off; ``--scale`` and ``--sweep-epochs`` add data
-size and joblib sweeps. The last line is ``lightning/raw ratio: X.XX``.
+default ``train.py`` run with analysis on vs off; ``--recipe-epochs`` a default run against
+the same run with the recipe before issue 13 (``EARLIER_RECIPE``); ``--scale`` and
+``--sweep-epochs`` add data size and joblib sweeps. The last line is ``lightning/raw ratio: X.XX``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet
 BASE = ["trainer.accelerator=cpu", "trainer.limit_val_batches=0", "callbacks.checkpoint=false",
         "analysis.every_n_epochs=0", "analysis.tsne_every_n_epochs=0",
         "analysis.evaluate_at_end=false"]
+
+
+# The default recipe before issue 13 (no warm-up, no variance cap, latent D - 1, no prior refit):
+# the baseline a default run's wall time is held to (at most 1.3x).
+EARLIER_RECIPE = ["model.kl_warmup_epochs=0", "model.decoder_var_warmup_epochs=0",
+                  "model.decoder_init_log_var=0", "model.latent_dim=2",
+                  "model.prior_refit_every=0"]
 
 
 def compose_cfg(overrides: list[str]):  # type: ignore[no-untyped-def]
@@ -221,6 +230,23 @@ def gpu_sweep(n_jobs: int, epochs: int) -> None:
     print(f"{n_jobs}-job GPU sweep throughput: {n_jobs * one / par:.2f}x one job at a time")
 
 
+def recipe_cost(epochs: int, pairs: int) -> None:
+    """A default train.py run (analysis and final evaluation on) vs the same run with the
+    earlier recipe, alternated ``pairs`` times so that a drifting machine hits both alike."""
+    totals = {"earlier": 0.0, "default": 0.0}
+    for _ in range(pairs):
+        for label, extra in (("earlier", EARLIER_RECIPE), ("default", [])):
+            over = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
+                    "trainer.enable_progress_bar=false", *extra]
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                train(compose_cfg(over), Path(tmp))
+                totals[label] += time.perf_counter() - start
+    print(f"train.py {epochs} epochs x {pairs}: earlier recipe {totals['earlier']:.1f} s, "
+          f"default recipe {totals['default']:.1f} s")
+    print(f"default/earlier recipe ratio: {totals['default'] / totals['earlier']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -228,6 +254,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--analysis-epochs", type=int, default=0,
                         help="also time a train.py run of this many epochs, analysis on vs off")
+    parser.add_argument("--recipe-epochs", type=int, default=0,
+                        help="also time a default train.py run of this many epochs against the "
+                             "earlier recipe (EARLIER_RECIPE)")
+    parser.add_argument("--recipe-pairs", type=int, default=1)
     parser.add_argument("--scale", action="store_true",
                         help="also time training on data.n_samples=1,000,000 (per sample)")
     parser.add_argument("--sweep-epochs", type=int, default=0,
@@ -287,6 +317,8 @@ def main() -> None:
         print(f"train.py {args.analysis_epochs} epochs: analysis off {times['off']:.1f} s, "
               f"on {times['on']:.1f} s")
         print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")
+    if args.recipe_epochs:
+        recipe_cost(args.recipe_epochs, args.recipe_pairs)
     if args.scale:
         big = compose_cfg([*BASE, *args.overrides, "data.n_samples=1000000"])
         timer = paired_fit(big, 1, raw_cfg=cfg)  # yardstick: the same 10k-point raw loop

@@ -39,6 +39,11 @@ def test_defaults_are_the_documented_ones(compose_cfg) -> None:
     assert config_mod.resolve_latent_dim(None, 10) == 10
     assert config_mod.resolve_latent_dim(5, 10) == 5
     assert (cfg.model.likelihood, cfg.model.prior) == ("gaussian", "mog")
+    # prior_refit_every: auto = a twelfth of training (25 of the default 300 epochs).
+    assert cfg.model.prior_refit_every is None
+    assert config_mod.resolve_refit_every(None, 300) == 25
+    assert config_mod.resolve_refit_every(None, 2) == 1
+    assert config_mod.resolve_refit_every(0, 300) == 0
 
 
 def test_seed_reproduction_is_the_study_setup(compose_cfg) -> None:
@@ -61,6 +66,7 @@ def test_unknown_key_and_wrong_type_are_rejected(compose_cfg) -> None:
         ("model.prior=vamp", "model.prior must be one of standard, mog, flow (got 'vamp')"),
         ("model.lr=-1", "model.lr must be a positive finite number (got -1.0)"),
         ("analysis.every_n_epochs=-1", "analysis.every_n_epochs must be an integer >= 0"),
+        ("model.prior_refit_every=-2", "model.prior_refit_every must be an integer >= 0"),
     ],
 )
 def test_semantic_validation_messages(compose_cfg, override: str, message: str) -> None:

@@ -98,6 +98,7 @@ SETTINGS: dict[str, Gen] = {
     "model.flow_hidden": ints(1, 32),
     "model.beta": floats(0.0, 4.0, zero_ok=True),
     "model.kl_warmup_epochs": ints(0, 20),
+    "model.prior_refit_every": ints(0, 5),
     "model.free_bits": floats(0.0, 1.0, zero_ok=True),
     "model.lr": floats(1e-5, 1e-1, zero_ok=False),
     "model.weight_decay": floats(0.0, 1e-2, zero_ok=True),
