@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42, help="training seed")
     parser.add_argument("--latent", type=int, default=None, help="latent units (auto: max(2, D))")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128],
+                        help="hidden layer widths of encoder and decoder")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the standardised data (variance scale**2)")
     parser.add_argument("--every", type=int, default=0, help="print every N epochs (auto)")
@@ -85,6 +87,7 @@ def main() -> None:
     kl_share, init, cap_share = RECIPES[args.recipe]
     torch.manual_seed(args.seed)
     model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
+                hidden_dims=args.hidden,
                 prior_components=64, lr=2e-3, lr_schedule="cosine",
                 kl_warmup_epochs=int(args.epochs * kl_share), decoder_init_log_var=init,
                 decoder_var_warmup_epochs=int(args.epochs * cap_share),

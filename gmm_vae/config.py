@@ -158,6 +158,7 @@ def resolve_warmup(key: str, epochs: int | None, max_epochs: int) -> int:
     return max(1, int(max_epochs * AUTO_WARMUP[key]))
 
 
+MAX_DATA_SCALE = 1e9
 REFITS_AFTER_WARMUP = 12
 
 
@@ -283,6 +284,13 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
     for key in ("model.beta", "model.free_bits", "model.weight_decay", "data.min_separation",
                 "analysis.peak_height", "analysis.min_share"):
         _positive_float(cfg, key, allow_zero=True)
+    for key in ("data.mean_spread", "data.scale_min", "data.scale_max"):
+        # Variances are squared scales, and the data and models run in float32: past ~1e19
+        # a square overflows to inf. 1e9 leaves room for every sum of squares downstream.
+        if OmegaConf.select(cfg, key) > MAX_DATA_SCALE:
+            raise ConfigError(f"{key} must be at most {MAX_DATA_SCALE:g}, the largest data "
+                              f"scale whose squares stay finite in float32 sums "
+                              f"(got {OmegaConf.select(cfg, key)!r})")
     if cfg.data.scale_min > cfg.data.scale_max:
         raise ConfigError(
             f"data.scale_min must be <= data.scale_max (got {cfg.data.scale_min} > "

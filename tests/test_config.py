@@ -66,6 +66,7 @@ def test_unknown_key_and_wrong_type_are_rejected(compose_cfg) -> None:
         ("model.prior=vamp", "model.prior must be one of standard, mog, flow (got 'vamp')"),
         ("model.lr=-1", "model.lr must be a positive finite number (got -1.0)"),
         ("analysis.every_n_epochs=-1", "analysis.every_n_epochs must be an integer >= 0"),
+        ("data.scale_max=1e300", "data.scale_max must be at most 1e+09"),
         ("model.prior_refit_every=-2", "model.prior_refit_every must be an integer >= 0"),
     ],
 )
