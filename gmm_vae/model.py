@@ -32,10 +32,10 @@ from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
 # above, the decoder could explain everything as noise.
 _MIN_LOG_VAR, _MAX_LOG_VAR = -12.0, 6.0
 _TERMS = ("loss", "recon", "kl")
-# Priors whose log-density has no data-dependent host control flow, so a CUDA graph can hold
-# it (the mixture builds its torch.distributions without argument validation for this reason).
 # Points whose posterior samples the mixture prior is refitted to (EM cost grows with them).
 PRIOR_REFIT_POINTS = 20_000
+# Priors whose log-density has no data-dependent host control flow, so a CUDA graph can hold
+# it (the mixture builds its torch.distributions without argument validation for this reason).
 # The flow prior (zuko) is unverified under capture and keeps the eager step.
 _GRAPH_SAFE_PRIORS = ("standard", "mog")
 

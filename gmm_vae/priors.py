@@ -129,7 +129,7 @@ class MixturePrior(nn.Module):
             gm.fit(z.detach().double().cpu().numpy())
         old = [p.detach().clone() for p in (self.means, self.log_scales, self.logits)]
         new = (gm.means_, 0.5 * torch.from_numpy(gm.covariances_).log(),
-               torch.from_numpy(gm.weights_).log())
+               torch.from_numpy(gm.weights_).clamp(min=1e-12).log())  # no -inf logit
         for param, value in zip((self.means, self.log_scales, self.logits), new, strict=True):
             param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
         after = float(self.log_prob(z).mean())
