@@ -58,7 +58,7 @@ RECIPES = {  # (KL warm-up share, initial decoder log-variance, variance-cap sha
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mixture", choices=list(suite.NAMES))
+    parser.add_argument("mixture", help=f"one of {', '.join(suite.NAMES)}, or a spec file")
     parser.add_argument("--recipe", choices=list(RECIPES), default="default")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42, help="training seed")
@@ -74,17 +74,27 @@ def main() -> None:
                         help="refit the mixture prior by EM every N epochs after the warm-up")
     parser.add_argument("--refit-final", action="store_true",
                         help="refit the mixture prior by EM after the last epoch")
+    parser.add_argument("--init-log-var", type=float, default=None,
+                        help="override the recipe's initial decoder log-variance")
     parser.add_argument("--diagnose", action="store_true",
                         help="also score samples decoded from the aggregate posterior q(z)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        mixture = suite.mixtures(Path(tmp))[args.mixture]
-        gmm = suite.truth_of(mixture)
-        spec = Path(tmp) / "truth.yaml"
-        gmm.to_yaml(spec)
+        if args.mixture in suite.NAMES:
+            gmm = suite.truth_of(suite.mixtures(Path(tmp))[args.mixture])
+            spec = Path(tmp) / "truth.yaml"
+            gmm.to_yaml(spec)
+        elif Path(args.mixture).is_file():
+            spec = Path(args.mixture)
+        else:
+            parser.error(f"mixture must be one of {', '.join(suite.NAMES)} or a spec file "
+                         f"(got {args.mixture!r})")
         dm = GMMDataModule(spec_path=str(spec))
+        gmm = dm.gmm
     kl_share, init, cap_share = RECIPES[args.recipe]
+    if args.init_log_var is not None:
+        init = args.init_log_var
     torch.manual_seed(args.seed)
     model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
                 hidden_dims=args.hidden,
