@@ -40,7 +40,7 @@ from gmm_vae.suite import Mixture, mixtures  # noqa: E402
 # 100k samples for everything but coverage (which uses analysis.coverage_samples = 1M).
 EVAL_SAMPLES = 100_000
 MODELS = {"default": [], "seed_reproduction": ["experiment=seed_reproduction"]}
-SEEDED = ("default_s0", "ring8", "grid25", "d10k8", "cube27", "cross10")
+SEEDED = ("default_s0", "ring8", "grid25", "d10k8", "cube27", "cross10", "aniso3", "aniso5")
 DEFAULT_SEED = 42
 
 # Floors per mixture family (issue 13): each is checked on every seed.
