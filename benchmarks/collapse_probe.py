@@ -74,6 +74,8 @@ def main() -> None:
                         help="refit the mixture prior by EM every N epochs after the warm-up")
     parser.add_argument("--refit-final", action="store_true",
                         help="refit the mixture prior by EM after the last epoch")
+    parser.add_argument("--batch", type=int, default=128, help="mini-batch size")
+    parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate")
     parser.add_argument("--init-log-var", type=float, default=None,
                         help="override the recipe's initial decoder log-variance")
     parser.add_argument("--diagnose", action="store_true",
@@ -98,12 +100,12 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
                 hidden_dims=args.hidden,
-                prior_components=64, lr=2e-3, lr_schedule="cosine",
+                prior_components=64, lr=args.lr, lr_schedule="cosine",
                 kl_warmup_epochs=int(args.epochs * kl_share), decoder_init_log_var=init,
                 decoder_var_warmup_epochs=int(args.epochs * cap_share),
                 data_shift=dm.normalizer.shift.tolist(),
                 data_scale=(dm.normalizer.scale / args.scale).tolist())
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     x = dm.t_train * args.scale
     gen = torch.Generator().manual_seed(args.seed)
@@ -116,7 +118,7 @@ def main() -> None:
         model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(epoch))
         beta = min(1.0, (epoch + 1) / warm) if warm else 1.0
         sums, n = np.zeros(3), 0
-        for idx in torch.randperm(len(x), generator=gen).split(dm.batch_size):
+        for idx in torch.randperm(len(x), generator=gen).split(args.batch):
             terms = model.loss_terms(x[idx], kl_weight=beta)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
