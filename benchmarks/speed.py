@@ -230,18 +230,23 @@ def gpu_sweep(n_jobs: int, epochs: int) -> None:
     print(f"{n_jobs}-job GPU sweep throughput: {n_jobs * one / par:.2f}x one job at a time")
 
 
+def timed_train(overrides: list[str]) -> float:
+    """Wall seconds of one in-process ``train()`` of a default run on the CPU, without a
+    progress bar, plus ``overrides`` (in a temporary run dir)."""
+    over = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", *overrides]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        train(compose_cfg(over), Path(tmp))
+        return time.perf_counter() - start
+
+
 def recipe_cost(epochs: int, pairs: int) -> None:
     """A default train.py run (analysis and final evaluation on) vs the same run with the
     earlier recipe, alternated ``pairs`` times so that a drifting machine hits both alike."""
     totals = {"earlier": 0.0, "default": 0.0}
     for _ in range(pairs):
         for label, extra in (("earlier", EARLIER_RECIPE), ("default", [])):
-            over = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu",
-                    "trainer.enable_progress_bar=false", *extra]
-            with tempfile.TemporaryDirectory() as tmp:
-                start = time.perf_counter()
-                train(compose_cfg(over), Path(tmp))
-                totals[label] += time.perf_counter() - start
+            totals[label] += timed_train([f"trainer.max_epochs={epochs}", *extra])
     print(f"train.py {epochs} epochs x {pairs}: earlier recipe {totals['earlier']:.1f} s, "
           f"default recipe {totals['default']:.1f} s")
     print(f"default/earlier recipe ratio: {totals['default'] / totals['earlier']:.2f}")
@@ -306,14 +311,11 @@ def main() -> None:
     if args.analysis_epochs:
         times = {}
         for label, every, tsne, final in (("off", 0, 0, "false"), ("on", None, None, "true")):
-            over = [f"trainer.max_epochs={args.analysis_epochs}", "trainer.accelerator=cpu",
-                    "trainer.enable_progress_bar=false", f"analysis.evaluate_at_end={final}"]
+            over = [f"trainer.max_epochs={args.analysis_epochs}",
+                    f"analysis.evaluate_at_end={final}"]
             if every is not None:
                 over += [f"analysis.every_n_epochs={every}", f"analysis.tsne_every_n_epochs={tsne}"]
-            with tempfile.TemporaryDirectory() as tmp:
-                start = time.perf_counter()
-                train(compose_cfg(over), Path(tmp))
-                times[label] = time.perf_counter() - start
+            times[label] = timed_train(over)
         print(f"train.py {args.analysis_epochs} epochs: analysis off {times['off']:.1f} s, "
               f"on {times['on']:.1f} s")
         print(f"analysis on/off ratio: {times['on'] / times['off']:.2f}")

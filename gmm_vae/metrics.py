@@ -86,8 +86,7 @@ def optimal_k(x: np.ndarray, k_max: int = 10, criterion: str = "bic",
         return KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
 
     if criterion == "bic":
-        rows = rng.choice(n, size=min(n, bic_points), replace=False) if n > bic_points \
-            else np.arange(n)
+        rows = rng.choice(n, size=bic_points, replace=False) if n > bic_points else np.arange(n)
         return _bic_scan(x, rows, k_max, seed, patience)
     if criterion == "elbow":
         fits = [kmeans(k) for k in range(1, k_max + 1)]

@@ -47,11 +47,9 @@ def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
     """The VAE of ``cfg.model``, carrying the data module's normaliser."""
     model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
     model_kwargs["latent_dim"] = config_mod.resolve_latent_dim(model_kwargs["latent_dim"], dm.dim)
-    for key in config_mod.AUTO_WARMUP:
-        model_kwargs[key] = config_mod.resolve_warmup(key, model_kwargs[key],
-                                                      int(cfg.trainer.max_epochs))
-    model_kwargs["prior_refit_every"] = config_mod.resolve_refit_every(
-        model_kwargs["prior_refit_every"], int(cfg.trainer.max_epochs))
+    for key in config_mod.AUTO_EPOCHS:
+        model_kwargs[key] = config_mod.resolve_auto_epochs(key, model_kwargs[key],
+                                                           int(cfg.trainer.max_epochs))
     return VAE(
         data_dim=dm.dim,
         gradient_clip_val=cfg.trainer.gradient_clip_val,

@@ -127,15 +127,15 @@ class MixturePrior(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gm.fit(z.detach().double().cpu().numpy())
-        old = [p.detach().clone() for p in (self.means, self.log_scales, self.logits)]
+        params = (self.means, self.log_scales, self.logits)
+        old = [p.detach().clone() for p in params]
         new = (gm.means_, 0.5 * torch.from_numpy(gm.covariances_).log(),
                torch.from_numpy(gm.weights_).clamp(min=1e-12).log())  # no -inf logit
-        for param, value in zip((self.means, self.log_scales, self.logits), new, strict=True):
+        for param, value in zip(params, new, strict=True):
             param.copy_(torch.as_tensor(value, dtype=param.dtype, device=param.device))
         after = float(self.log_prob(z).mean())
         if not after > before:
-            for param, value in zip((self.means, self.log_scales, self.logits), old,
-                                    strict=True):
+            for param, value in zip(params, old, strict=True):
                 param.copy_(value)
             return before, before
         return before, after

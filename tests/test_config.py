@@ -41,9 +41,12 @@ def test_defaults_are_the_documented_ones(compose_cfg) -> None:
     assert (cfg.model.likelihood, cfg.model.prior) == ("gaussian", "mog")
     # prior_refit_every: auto = a twelfth of training (25 of the default 300 epochs).
     assert cfg.model.prior_refit_every is None
-    assert config_mod.resolve_refit_every(None, 300) == 25
-    assert config_mod.resolve_refit_every(None, 2) == 1
-    assert config_mod.resolve_refit_every(0, 300) == 0
+    assert config_mod.resolve_auto_epochs("prior_refit_every", None, 300) == 25
+    assert config_mod.resolve_auto_epochs("prior_refit_every", None, 2) == 1
+    assert config_mod.resolve_auto_epochs("prior_refit_every", 0, 300) == 0
+    # The warm-ups: 100 and 50 of the default 300 epochs.
+    assert config_mod.resolve_auto_epochs("kl_warmup_epochs", None, 300) == 100
+    assert config_mod.resolve_auto_epochs("decoder_var_warmup_epochs", None, 300) == 50
 
 
 def test_seed_reproduction_is_the_study_setup(compose_cfg) -> None:
