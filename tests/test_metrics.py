@@ -159,3 +159,76 @@ def test_optimal_k_on_collapsed_samples_is_one() -> None:
     assert k in (1, 2) and len(labels) == 500
     k, _ = optimal_k(np.zeros((300, 2)), k_max=5, criterion="silhouette")
     assert k == 1
+
+
+def test_assign_components_gives_the_nearest_component_and_its_squared_distance(
+        separated) -> None:
+    """Known distances: a mean is at 0 from its own component; 2 std along an axis of the
+    isotropic component (std 0.6) is at exactly 4; a non-finite sample is at infinity."""
+    points = np.vstack([MEANS, MEANS[2] + [1.2, 0.0, 0.0], [[np.nan, 0.0, 0.0]],
+                        [[np.inf, 0.0, 0.0]]])
+    nearest, d2 = metrics.assign_components(points, separated)
+    assert nearest[:5].tolist() == [0, 1, 2, 3, 2]
+    np.testing.assert_allclose(d2[:5], [0.0, 0.0, 0.0, 0.0, 4.0], atol=1e-9)
+    assert np.isinf(d2[5:]).all()
+    # Non-finite samples are off-mode, never high quality, in the coverage built on this.
+    cov = metrics.mode_coverage(points[5:], separated)
+    assert cov["hq_fraction"] == 0.0 and cov["off_mode_share"] == 1.0
+
+
+def test_assign_components_of_a_collapsed_model_puts_nothing_near_a_mode(separated) -> None:
+    """A broken model: every sample at the data's centre, between the four components."""
+    centre = np.repeat(MEANS.mean(axis=0, keepdims=True), 1000, axis=0)
+    nearest, d2 = metrics.assign_components(centre, separated)
+    assert ((nearest >= 0) & (nearest < 4)).all()
+    assert d2.min() > 3.0**2  # outside every component's high-quality ellipsoid
+    assert metrics.mode_coverage(centre, separated)["modes_captured"] == 0
+
+
+def _rare_component_mixture() -> GMM:
+    """Three components of ~1/3 and one of 0.5%, all 10 std apart."""
+    means = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    weights = np.array([0.335, 0.33, 0.33, 0.005])
+    return GMM(means, np.stack([np.eye(2)] * 4), weights / weights.sum())
+
+
+def test_bic_reads_a_rare_component_only_from_enough_points() -> None:
+    """BIC fits on at most ``bic_points`` points: with 4,000 (~20 of the 0.5% component) it
+    reads 4 on every draw; with 400 (~2 of it) it misreads most draws (measured: 4, 3, 3, 3).
+    The labels cover every point either way."""
+    gmm = _rare_component_mixture()
+    enough, few = [], []
+    for draw in range(4):
+        x, _ = gmm.sample(20_000, np.random.default_rng(draw))
+        k, labels = metrics.optimal_k(x, 10, "bic", bic_points=4000)
+        enough.append(k)
+        assert len(labels) == len(x)
+        few.append(metrics.optimal_k(x, 10, "bic", bic_points=400)[0])
+    assert enough == [4, 4, 4, 4]
+    assert sum(k != 4 for k in few) >= 2, few
+
+
+def test_bic_fits_a_subset_of_distinct_rows_or_every_row(monkeypatch) -> None:
+    seen: list[np.ndarray] = []
+    real = metrics._bic_scan
+
+    def spy(x, fit_rows, *args):  # type: ignore[no-untyped-def]
+        seen.append(np.asarray(fit_rows))
+        return real(x, fit_rows, *args)
+
+    monkeypatch.setattr(metrics, "_bic_scan", spy)
+    x = np.random.default_rng(0).standard_normal((3000, 2))
+    metrics.optimal_k(x, 4, "bic", bic_points=500)
+    metrics.optimal_k(x[:300], 4, "bic", bic_points=500)
+    assert len(seen[0]) == 500 and len(np.unique(seen[0])) == 500
+    assert seen[1].tolist() == list(range(300))
+
+
+def test_bic_reads_a_collapsed_model_as_one_cluster() -> None:
+    """A broken model's samples, one tight blob (and the degenerate case, one repeated point):
+    BIC can answer 1, which silhouette cannot."""
+    blob = 0.01 * np.random.default_rng(0).standard_normal((3000, 3))
+    k, labels = metrics.optimal_k(blob, 10, "bic")
+    assert k == 1 and len(labels) == 3000
+    k, labels = metrics.optimal_k(np.zeros((500, 3)), 10, "bic")
+    assert k == 1 and (labels == 0).all()
