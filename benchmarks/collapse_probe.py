@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate")
     parser.add_argument("--init-log-var", type=float, default=None,
                         help="override the recipe's initial decoder log-variance")
+    parser.add_argument("--covariance", choices=["diag", "full"], default="diag",
+                        help="p(x|z)'s covariance: diagonal, or full (precision factor)")
     parser.add_argument("--diagnose", action="store_true",
                         help="also score samples decoded from the aggregate posterior q(z)")
     args = parser.parse_args()
@@ -99,7 +101,7 @@ def main() -> None:
         init = args.init_log_var
     torch.manual_seed(args.seed)
     model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
-                hidden_dims=args.hidden,
+                hidden_dims=args.hidden, decoder_covariance=args.covariance,
                 prior_components=64, lr=args.lr, lr_schedule="cosine",
                 kl_warmup_epochs=int(args.epochs * kl_share), decoder_init_log_var=init,
                 decoder_var_warmup_epochs=int(args.epochs * cap_share),

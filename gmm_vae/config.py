@@ -18,6 +18,7 @@ from gmm_vae.errors import ConfigError
 from gmm_vae.resources import check_memory
 
 LIKELIHOODS = ("gaussian", "sigmoid")
+COVARIANCES = ("full", "diag")
 MSE_REDUCTIONS = ("sum", "mean")
 PRIORS = ("standard", "mog", "flow")
 NORMALIZATIONS = ("standard", "minmax", "none")
@@ -54,6 +55,7 @@ class ModelConfig:
     latent_dim: int | None = None
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     likelihood: str = "gaussian"
+    decoder_covariance: str = "full"
     mse_reduction: str = "sum"
     prior: str = "mog"
     prior_components: int = 64
@@ -295,6 +297,7 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
             f"model.hidden_dims must be a non-empty list of positive integers (got {hidden})"
         )
     _choice(cfg, "model.likelihood", LIKELIHOODS)
+    _choice(cfg, "model.decoder_covariance", COVARIANCES)
     _choice(cfg, "model.mse_reduction", MSE_REDUCTIONS)
     _choice(cfg, "model.prior", PRIORS)
     _choice(cfg, "model.lr_schedule", ("none", "cosine"))

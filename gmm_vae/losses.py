@@ -17,13 +17,58 @@ def gaussian_log_likelihood_per_dim(x: torch.Tensor, mean: torch.Tensor,
                                     log_var: torch.Tensor) -> torch.Tensor:
     """(B, D) log N(x_d | mean_d, exp(log_var_d)) per dimension: the collapse diagnostics read
     how much each latent unit carries."""
-    return -0.5 * (_LOG_2PI + log_var + (x - mean).pow(2) * torch.exp(-log_var))
+    return residual_log_likelihood_per_dim(x - mean, log_var)
+
+
+def residual_log_likelihood_per_dim(residual: torch.Tensor,
+                                    log_var: torch.Tensor) -> torch.Tensor:
+    """(B, D) log N(residual_d | 0, exp(log_var_d)): also the full-covariance head's density
+    of a whitened residual (``whiten``)."""
+    return -0.5 * (_LOG_2PI + log_var + residual.pow(2) * torch.exp(-log_var))
 
 
 def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor,
                             log_var: torch.Tensor) -> torch.Tensor:
     """(B,) log N(x | mean, diag exp(log_var)), summed over dimensions."""
     return gaussian_log_likelihood_per_dim(x, mean, log_var).sum(dim=-1)
+
+
+def tril_index(dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(2, D(D-1)/2) rows and columns of a D x D matrix's strictly-lower entries."""
+    return torch.tril_indices(dim, dim, -1, device=device)
+
+
+def whiten(x: torch.Tensor, mean: torch.Tensor, lower: torch.Tensor | None,
+           index: torch.Tensor | None = None) -> torch.Tensor:
+    """``P (x - mean)`` with ``P`` unit lower-triangular, its strictly-lower entries ``lower``.
+
+    The full-covariance head writes p(x|z)'s precision as ``P^T diag(exp(-log_var)) P``: then
+    ``log N(x | mean, Sigma)`` is the diagonal Gaussian's log-density of the whitened residual
+    (``det P = 1``), a gather and a multiply-add instead of a triangular solve per step.
+    ``lower`` ordered as ``tril_index(D)`` (pass it as ``index`` to skip rebuilding it);
+    None means ``P = I``.
+    """
+    r = x - mean
+    if lower is None:
+        return r
+    rows, cols = tril_index(r.shape[-1], r.device) if index is None else index
+    return r.index_add(-1, rows, lower * r[..., cols])
+
+
+def unwhiten(noise: torch.Tensor, lower: torch.Tensor | None) -> torch.Tensor:
+    """``P^{-1} noise``: turns ``sigma * eps`` into a draw of p(x|z)'s noise (``whiten``'s P).
+
+    Builds the (N, D, D) factor: callers chunk N (``resources.sample_bytes_per_row``).
+    """
+    if lower is None:
+        return noise
+    dim = noise.shape[-1]
+    rows, cols = tril_index(dim, noise.device)
+    p = torch.eye(dim, dtype=noise.dtype, device=noise.device).expand(
+        *noise.shape[:-1], dim, dim).clone()
+    p[..., rows, cols] = lower
+    return torch.linalg.solve_triangular(p, noise.unsqueeze(-1), upper=False,
+                                         unitriangular=True).squeeze(-1)
 
 
 def mse_reconstruction(x: torch.Tensor, mean: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -24,9 +24,13 @@ from gmm_vae.losses import (
     kl_standard_normal,
     mse_implied_log_var,
     mse_reconstruction,
+    residual_log_likelihood_per_dim,
+    tril_index,
+    unwhiten,
+    whiten,
 )
 from gmm_vae.priors import build_prior
-from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
+from gmm_vae.resources import iwae_bytes_per_point, lower_outputs, rows_per_chunk
 
 # Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
 # above, the decoder could explain everything as noise.
@@ -59,6 +63,7 @@ class VAE(L.LightningModule):
         latent_dim: int = 2,
         hidden_dims: Sequence[int] = (128, 128),
         likelihood: str = "gaussian",
+        decoder_covariance: str = "diag",
         mse_reduction: str = "sum",
         prior: str = "standard",
         prior_components: int = 16,
@@ -90,17 +95,27 @@ class VAE(L.LightningModule):
         hidden = list(hidden_dims)
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.likelihood = likelihood
+        # The full-covariance head adds the strictly-lower entries of p(x|z)'s precision
+        # factor (losses.whiten): within-component shape need not pass through the code.
+        self.full_cov = likelihood == "gaussian" and decoder_covariance == "full"
         out = 2 * data_dim if likelihood == "gaussian" else data_dim
+        out += lower_outputs(data_dim, self.full_cov)
         # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
         self.encoder = mlp([data_dim, *hidden, 2 * latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden), out])
         # Ceiling on the decoder's log-variance, raised epoch by epoch during the warm-up (see
         # ``on_train_epoch_start``); a buffer so a CUDA graph reads the current value.
         self.register_buffer("log_var_ceiling", torch.tensor(_MAX_LOG_VAR), persistent=False)
+        self.register_buffer("tril_index", tril_index(data_dim), persistent=False)
         if likelihood == "gaussian" and decoder_init_log_var:
             # Start p(x|z) narrow: see README "Why the default collapsed on the ring".
             with torch.no_grad():
-                self.decoder[-1].bias[data_dim:] = decoder_init_log_var
+                self.decoder[-1].bias[data_dim:2 * data_dim] = decoder_init_log_var
+        if self.full_cov:
+            # Start as the diagonal head (P = I); gradients still reach these outputs.
+            with torch.no_grad():
+                self.decoder[-1].weight[2 * data_dim:] = 0.0
+                self.decoder[-1].bias[2 * data_dim:] = 0.0
         self.prior = build_prior(prior, latent_dim, prior_components, flow_transforms,
                                  flow_hidden)
         shift = torch.zeros(data_dim) if data_shift is None else torch.tensor(data_shift)
@@ -130,18 +145,38 @@ class VAE(L.LightningModule):
     def decode_params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log-variance) of p(x|z) in normalised coordinates.
 
-        For the ``sigmoid`` head the log-variance is the constant its MSE loss implies.
+        For the ``sigmoid`` head the log-variance is the constant its MSE loss implies. For the
+        full-covariance head these are the conditional variances along P's whitened axes.
+        """
+        return self.decode_dist(z)[:2]
+
+    def decode_dist(self, z: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(mean, log-variance, lower) of p(x|z), normalised coordinates.
+
+        ``lower``: the strictly-lower entries of the precision factor P (``losses.whiten``),
+        None for a diagonal p(x|z).
         """
         h = self.decoder(z)
+        lower = None
         if self.likelihood == "gaussian":
-            mean, raw = h.chunk(2, dim=-1)
+            d = self.data_dim
+            mean, raw = h[..., :d], h[..., d:2 * d]
+            if self.full_cov:
+                lower = h[..., 2 * d:]
             log_var = raw.clamp(_MIN_LOG_VAR, _MAX_LOG_VAR)
             if self.hparams.decoder_var_warmup_epochs:
                 log_var = torch.minimum(log_var, self.log_var_ceiling)
         else:
             mean = torch.sigmoid(h)
             log_var = torch.full_like(mean, self._mse_log_var)
-        return mean, log_var
+        return mean, log_var, lower
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(B,) log p(x|z), normalised coordinates, for either Gaussian form of the head."""
+        mean, log_var, lower = self.decode_dist(z)
+        residual = whiten(x, mean, lower, self.tril_index)
+        return residual_log_likelihood_per_dim(residual, log_var).sum(dim=-1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The seed's interface: the decoder's reconstruction (mean of p(x|z)), normalised."""
@@ -168,11 +203,10 @@ class VAE(L.LightningModule):
         """
         mean, log_var = self.encode(x)
         z = self.reparameterize(mean, log_var)
-        x_mean, x_log_var = self.decode_params(z)
         if self.likelihood == "gaussian":
-            recon = -gaussian_log_likelihood(x, x_mean, x_log_var)
+            recon = -self.log_likelihood(x, z)
         else:
-            recon = mse_reconstruction(x, x_mean, self.hparams.mse_reduction)
+            recon = mse_reconstruction(x, self.decode(z), self.hparams.mse_reduction)
         if getattr(self.prior, "has_analytic_kl", False):
             kl_dims = kl_standard_normal(mean, log_var)  # (B, L)
             kl = kl_dims.sum(dim=-1)
@@ -420,8 +454,9 @@ class VAE(L.LightningModule):
         """
         noise = self.likelihood == "gaussian" if include_noise is None else include_noise
         z = self.prior.sample(n).to(self.device)
-        mean, log_var = self.decode_params(z)
-        x = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean) if noise else mean
+        x, log_var, lower = self.decode_dist(z)
+        if noise:
+            x = x + unwhiten(torch.exp(0.5 * log_var) * torch.randn_like(x), lower)
         return self.denormalize(x)
 
     @torch.no_grad()
@@ -469,16 +504,15 @@ class VAE(L.LightningModule):
         out = []
         log_jac = torch.log(self.data_scale).sum()
         chunk = rows_per_chunk(iwae_bytes_per_point(k, self.latent_dim, self.data_dim,
-                                                    list(self.hparams.hidden_dims)), cap=chunk)
+                                                    list(self.hparams.hidden_dims), self.full_cov),
+                               cap=chunk)
         for xb in x.to(self.device, self.dtype).split(chunk):
             xn = self.normalize(xb)
             mean, log_var = self.encode(xn)
             eps = torch.randn(k, *mean.shape, device=mean.device, dtype=mean.dtype)
             z = mean + torch.exp(0.5 * log_var) * eps  # (k, B, L)
-            x_mean, x_log_var = self.decode_params(z.reshape(-1, self.latent_dim))
-            log_px = gaussian_log_likelihood(
-                xn.expand(k, -1, -1).reshape(-1, self.data_dim), x_mean, x_log_var
-            ).view(k, -1)
+            log_px = self.log_likelihood(xn.expand(k, -1, -1).reshape(-1, self.data_dim),
+                                         z.reshape(-1, self.latent_dim)).view(k, -1)
             log_pz = self.prior.log_prob(z.reshape(-1, self.latent_dim)).view(k, -1)
             log_qz = gaussian_log_likelihood(z, mean, log_var)
             log_w = log_px + log_pz - log_qz

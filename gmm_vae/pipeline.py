@@ -216,7 +216,8 @@ def _threads_for_parallel_jobs() -> int | None:
 
 
 HPARAM_KEYS = ("data.n_components", "data.dim", "data.seed", "data.n_samples",
-               "model.latent_dim", "model.likelihood", "model.prior", "model.beta",
+               "model.latent_dim", "model.likelihood", "model.decoder_covariance",
+               "model.prior", "model.beta",
                "model.lr", "model.prior_components", "trainer.max_epochs", "seed")
 
 

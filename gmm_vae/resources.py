@@ -55,21 +55,33 @@ def rows_per_chunk(bytes_per_row: float, cap: int, budget: int = EVAL_CHUNK_BYTE
     return max(1, min(int(cap), int(budget // max(1.0, float(bytes_per_row)))))
 
 
-def iwae_bytes_per_point(k: int, latent_dim: int, data_dim: int, hidden: list[int]) -> float:
+def lower_outputs(data_dim: int, full_cov: bool) -> int:
+    """Decoder outputs the full-covariance head adds: the precision factor's lower triangle."""
+    return data_dim * (data_dim - 1) // 2 if full_cov else 0
+
+
+def iwae_bytes_per_point(k: int, latent_dim: int, data_dim: int, hidden: list[int],
+                         full_cov: bool = False) -> float:
     """Bytes one test point costs in the IWAE bound with ``k`` importance samples.
 
     Per importance sample: z and its noise, the two widest decoder activations alive at once,
-    the decoder's outputs and the point repeated, in float32. The mixture prior's (C, L)
-    terms are chunked separately (``MixturePrior.log_prob``) and are not counted here.
+    the decoder's outputs and the point repeated, in float32; with the full-covariance head,
+    its lower-triangle outputs and the two temporaries of whitening. The mixture prior's
+    (C, L) terms are chunked separately (``MixturePrior.log_prob``) and are not counted here.
     """
     widest = max(hidden) if hidden else 0
-    return k * _F32 * (4.0 * latent_dim + 2.0 * widest + 4.0 * data_dim + 8.0)
+    lower = 3.0 * lower_outputs(data_dim, full_cov)
+    return k * _F32 * (4.0 * latent_dim + 2.0 * widest + 4.0 * data_dim + 8.0 + lower)
 
 
-def sample_bytes_per_row(latent_dim: int, data_dim: int, hidden: list[int]) -> float:
-    """Bytes one model sample costs while it is drawn (float32 activations, float64 copy)."""
+def sample_bytes_per_row(latent_dim: int, data_dim: int, hidden: list[int],
+                         full_cov: bool = False) -> float:
+    """Bytes one model sample costs while it is drawn (float32 activations, float64 copy);
+    the full-covariance head adds its lower-triangle outputs and two (D, D) factors."""
     widest = max(hidden) if hidden else 0
-    return _F32 * (3.0 * latent_dim + 2.0 * widest + 6.0 * data_dim + 4.0) + _F64 * data_dim
+    lower = lower_outputs(data_dim, full_cov) + (2.0 * data_dim**2 if full_cov else 0.0)
+    return (_F32 * (3.0 * latent_dim + 2.0 * widest + 6.0 * data_dim + 4.0 + lower)
+            + _F64 * data_dim)
 
 
 def mixture_log_prob_bytes_per_row(n_components: int, latent_dim: int) -> float:
@@ -108,11 +120,12 @@ def _spec_shape(spec_path: str) -> tuple[int, int] | None:
 
 def _param_count(data_dim: int, latent_dim: int, hidden: list[int], likelihood: str,
                  prior: str, prior_components: int, flow_hidden: int,
-                 flow_transforms: int) -> int:
+                 flow_transforms: int, full_cov: bool = False) -> int:
     def mlp(sizes: list[int]) -> int:
         return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
 
     out = 2 * data_dim if likelihood == "gaussian" else data_dim
+    out += lower_outputs(data_dim, full_cov)
     n = mlp([data_dim, *hidden, 2 * latent_dim]) + mlp([latent_dim, *reversed(hidden), out])
     if prior == "mog":
         n += prior_components * (2 * latent_dim + 1)
@@ -137,7 +150,9 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
         if shape is not None:
             k, dim = shape
     d = int(dim if dim is not None else data.dim)
-    latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d - 1)
+    # config.resolve_latent_dim's auto (config imports this module, so it is not imported).
+    latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d)
+    full_cov = model.likelihood == "gaussian" and model.get("decoder_covariance") == "full"
     hidden = [int(h) for h in model.hidden_dims]
     prior_c = int(model.prior_components) if model.prior == "mog" else 0
 
@@ -149,13 +164,14 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
         parts[f"data.{key}"] = int(data[key]) * (d * (_F64 * 2 + _F32) + _I64)
     params = _param_count(d, latent, hidden, str(model.likelihood), str(model.prior),
                           int(model.prior_components), int(model.flow_hidden),
-                          int(model.flow_transforms))
+                          int(model.flow_transforms), full_cov)
     # Weights, gradients and Adam's two moments, float32; the best/last checkpoints copy them.
     parts["model.hidden_dims"] = params * _F32 * 5
     batch = min(int(data.batch_size), int(data.n_samples))
     # One training step keeps every activation for backward (~3 copies of the widest layers),
     # and the mixture prior's Monte-Carlo KL its (B, C, L) terms.
-    step = batch * _F32 * (3 * (2 * sum(hidden) + 4 * latent + 4 * d)
+    step = batch * _F32 * (3 * (2 * sum(hidden) + 4 * latent + 4 * d
+                                + 3 * lower_outputs(d, full_cov))
                            + 6 * prior_c * latent)
     parts["data.batch_size"] = int(step)
 
@@ -167,8 +183,8 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
         parts["analysis.coverage_samples"] = n_cov * (4 * _F64 * d + 3 * _I64)
         parts["analysis.eval_samples"] = n_eval * (3 * _F64 * d + _I64)
         # The largest chunk of the budgeted passes (IWAE, sampling, coverage), as actually cut.
-        iwae = iwae_bytes_per_point(int(analysis.iwae_samples), latent, d, hidden)
-        sample = sample_bytes_per_row(latent, d, hidden)
+        iwae = iwae_bytes_per_point(int(analysis.iwae_samples), latent, d, hidden, full_cov)
+        sample = sample_bytes_per_row(latent, d, hidden, full_cov)
         cover = coverage_bytes_per_row(int(k), d)
         parts["evaluation chunk"] = int(max(
             rows_per_chunk(iwae, 4096) * iwae, rows_per_chunk(sample, 100_000) * sample,

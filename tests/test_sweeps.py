@@ -403,10 +403,13 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path: Path) -> None:
 
 def test_ddp_on_two_cpu_processes_matches_a_single_device_run(tmp_path: Path) -> None:
     """Lightning re-launches train.py for rank 1 (into the same Hydra run dir); one status.json
-    and one set of checkpoints come out, and the loss is close to a one-process run's."""
+    and one set of checkpoints come out, and the loss is close to a one-process run's.
+
+    Each of the two ranks takes half the batches of 64 and their gradients are averaged: the
+    one-process run it is compared with takes the same steps on batches of 128."""
     runs = {}
     for name, extra in (("ddp", ["trainer.devices=2", "trainer.strategy=ddp"]),
-                        ("single", ["trainer.devices=1"])):
+                        ("single", ["trainer.devices=1", "data.batch_size=128"])):
         run_dir = tmp_path / name
         proc = run_script("train.py", [*NO_EVAL, "trainer.accelerator=cpu", *extra,
                                        f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=300)
