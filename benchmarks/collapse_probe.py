@@ -17,11 +17,14 @@ HQ share against a perfect sampler's, weight error and modes captured (the hones
 
 The plain loop has no prior refit unless asked: ``--refit-every N`` refits the mixture prior by
 EM every N epochs after the KL warm-up and ``--refit-final`` after the last epoch (the default
-``train.py`` recipe does both, N = a twelfth of training). ``--diagnose`` scores samples decoded
-from the aggregate posterior (z ~ q(z|x) of training points) beside samples decoded from the
-prior, and counts prior samples far from every posterior: off-mode samples that come from the
-prior alone are holes in the prior (README, "Holes in the prior"). ``--save`` / ``--load`` keep
-a trained model to diagnose again.
+``train.py`` recipe does both, N = a twelfth of training). p(x|z) has a full covariance as in
+``train.py`` (``model.decoder_covariance``); ``--covariance diag`` gives the axis-aligned head
+that every measurement before it was made with (README, "Rounded components").
+
+``--diagnose`` scores samples decoded from the aggregate posterior (z ~ q(z|x) of training
+points) beside samples decoded from the prior, and counts prior samples far from every
+posterior: off-mode samples that come from the prior alone are holes in the prior (README,
+"Holes in the prior"). ``--save`` / ``--load`` keep a trained model to diagnose again.
 
 Recipes: ``default`` (the config's: KL warm-up over a third of training, p(x|z) starting at
 log-variance -6 with its log-variance capped, rising to 0 over a sixth), ``none`` (no warm-up,
@@ -45,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from gmm_vae import metrics, suite  # noqa: E402
 from gmm_vae.data import GMMDataModule  # noqa: E402
+from gmm_vae.losses import unwhiten  # noqa: E402
 from gmm_vae.model import VAE  # noqa: E402
 
 RECIPES = {  # (KL warm-up share, initial decoder log-variance, variance-cap share)
@@ -78,8 +82,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="initial learning rate")
     parser.add_argument("--init-log-var", type=float, default=None,
                         help="override the recipe's initial decoder log-variance")
-    parser.add_argument("--covariance", choices=["diag", "full"], default="diag",
-                        help="p(x|z)'s covariance: diagonal, or full (precision factor)")
+    parser.add_argument("--covariance", choices=["full", "diag"], default="full",
+                        help="p(x|z)'s covariance: full (the default, model.decoder_covariance)"
+                        " or diagonal (the earlier head)")
     parser.add_argument("--diagnose", action="store_true",
                         help="also score samples decoded from the aggregate posterior q(z)")
     args = parser.parse_args()
@@ -161,6 +166,12 @@ def main() -> None:
           f"({time.perf_counter() - start:.0f} s)")
 
 
+def decode_sample(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """x ~ p(x|z), normalised coordinates, for either covariance of the Gaussian head."""
+    mean, log_var, lower = model.decode_dist(z)
+    return mean + unwhiten(torch.exp(0.5 * log_var) * torch.randn_like(mean), lower)
+
+
 @torch.no_grad()
 def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     """Where do off-mode samples come from: the prior, or the decoder?
@@ -173,8 +184,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     x = dm.t_train.repeat(20, 1)
     mean, log_var = model.encode(x)
     z = model.reparameterize(mean, log_var)
-    dec_mean, dec_lv = model.decode_params(z)
-    agg = model.denormalize(dec_mean + torch.exp(0.5 * dec_lv) * torch.randn_like(dec_mean))
+    agg = model.denormalize(decode_sample(model, z))
     cov = metrics.mode_coverage(agg.double().numpy(), gmm)
     print(f"  aggregate posterior: HQ ratio {cov['hq_ratio']:.3f}, weight error "
           f"{cov['weights_tv']:.4f}, off-mode {cov['off_mode_share']:.3f}")
@@ -186,8 +196,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     sd = torch.exp(0.5 * log_var[:10_000]).numpy()[idx[:, 0]].mean(-1)
     far = (dist[:, 0] / sd > 3).mean()
     print(f"  prior samples over 3 posterior sds from every posterior mean: {far:.3f}")
-    dm_, dlv = model.decode_params(prior_z)
-    xs = model.denormalize(dm_ + torch.exp(0.5 * dlv) * torch.randn_like(dm_))
+    xs = model.denormalize(decode_sample(model, prior_z))
     cov = metrics.mode_coverage(xs.double().numpy(), gmm)
     print(f"  prior: HQ ratio {cov['hq_ratio']:.3f}, weight error {cov['weights_tv']:.4f}, "
           f"off-mode {cov['off_mode_share']:.3f}")

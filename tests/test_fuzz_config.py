@@ -91,6 +91,7 @@ SETTINGS: dict[str, Gen] = {
     "model.latent_dim": latent,
     "model.hidden_dims": hidden,
     "model.likelihood": choice("gaussian", "sigmoid"),
+    "model.decoder_covariance": choice("full", "diag"),
     "model.mse_reduction": choice("sum", "mean"),
     "model.prior": choice("standard", "mog", "flow"),
     "model.prior_components": ints(1, 64, huge=10**7),

@@ -39,6 +39,8 @@ BAD_INPUTS: list[tuple[list[str], str | None, str]] = [
     (["model.lr=nan"], None, "model.lr must be a positive finite number (got nan)"),
     (["model.likelihood=bernoulli"], None,
      "model.likelihood must be one of gaussian, sigmoid (got 'bernoulli')"),
+    (["model.decoder_covariance=lowrank"], None,
+     "model.decoder_covariance must be one of full, diag (got 'lowrank')"),
     (["model.prior=vamp"], None, "model.prior must be one of standard, mog, flow (got 'vamp')"),
     (["model.beta=-1"], None, "model.beta must be a finite number >= 0 (got -1.0)"),
     (["trainer.max_epochs=0"], None, "trainer.max_epochs must be a positive integer (got 0)"),
