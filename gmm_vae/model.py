@@ -96,7 +96,9 @@ class VAE(L.LightningModule):
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.likelihood = likelihood
         # The full-covariance head adds the strictly-lower entries of p(x|z)'s precision
-        # factor (losses.whiten): within-component shape need not pass through the code.
+        # factor (losses.whiten): within-component shape need not pass through the code. The
+        # argument defaults to diag so that checkpoints written before it existed load as the
+        # head they were trained with; the config's default (a new run's) is full.
         self.full_cov = likelihood == "gaussian" and decoder_covariance == "full"
         out = 2 * data_dim if likelihood == "gaussian" else data_dim
         out += lower_outputs(data_dim, self.full_cov)
