@@ -38,21 +38,39 @@ def tril_index(dim: int, device: torch.device | str | None = None) -> torch.Tens
     return torch.tril_indices(dim, dim, -1, device=device)
 
 
+def row_selector(dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(D(D-1)/2, D) float 0/1: entry k of ``tril_index(D)`` belongs to row ``rows[k]``.
+
+    On CUDA ``whiten`` sums each row's products with it, a matmul, deterministic where
+    ``index_add`` would use atomics (whose order, and so rounding, varies run to run).
+    """
+    rows = tril_index(dim, device)[0]
+    return torch.nn.functional.one_hot(rows, dim).float()
+
+
 def whiten(x: torch.Tensor, mean: torch.Tensor, lower: torch.Tensor | None,
-           index: torch.Tensor | None = None) -> torch.Tensor:
+           index: torch.Tensor | None = None, selector: torch.Tensor | None = None,
+           matmul: bool | None = None) -> torch.Tensor:
     """``P (x - mean)`` with ``P`` unit lower-triangular, its strictly-lower entries ``lower``.
 
     The full-covariance head writes p(x|z)'s precision as ``P^T diag(exp(-log_var)) P``: then
     ``log N(x | mean, Sigma)`` is the diagonal Gaussian's log-density of the whitened residual
     (``det P = 1``), a gather and a multiply-add instead of a triangular solve per step.
-    ``lower`` ordered as ``tril_index(D)`` (pass it as ``index`` to skip rebuilding it);
-    None means ``P = I``.
+    ``lower`` ordered as ``tril_index(D)``; None means ``P = I``. Pass ``index`` and
+    ``selector`` (``row_selector``) to skip rebuilding them every step. ``matmul``: sum each
+    row's terms by a matmul with the selector (None: on CUDA only) rather than ``index_add``.
     """
     r = x - mean
     if lower is None:
         return r
-    rows, cols = tril_index(r.shape[-1], r.device) if index is None else index
-    return r.index_add(-1, rows, lower * r[..., cols])
+    dim = r.shape[-1]
+    rows, cols = tril_index(dim, r.device) if index is None else index
+    products = lower * r[..., cols]
+    if not (r.device.type == "cuda" if matmul is None else matmul):
+        # Sequential on the CPU, so deterministic; the README's numbers were measured with it.
+        return r.index_add(-1, rows, products)
+    sel = row_selector(dim, r.device) if selector is None else selector
+    return r + products @ sel.to(r.dtype)
 
 
 def unwhiten(noise: torch.Tensor, lower: torch.Tensor | None) -> torch.Tensor:

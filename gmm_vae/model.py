@@ -25,6 +25,7 @@ from gmm_vae.losses import (
     mse_implied_log_var,
     mse_reconstruction,
     residual_log_likelihood_per_dim,
+    row_selector,
     tril_index,
     unwhiten,
     whiten,
@@ -109,6 +110,7 @@ class VAE(L.LightningModule):
         # ``on_train_epoch_start``); a buffer so a CUDA graph reads the current value.
         self.register_buffer("log_var_ceiling", torch.tensor(_MAX_LOG_VAR), persistent=False)
         self.register_buffer("tril_index", tril_index(data_dim), persistent=False)
+        self.register_buffer("row_selector", row_selector(data_dim), persistent=False)
         if likelihood == "gaussian" and decoder_init_log_var:
             # Start p(x|z) narrow: see README "Why the default collapsed on the ring".
             with torch.no_grad():
@@ -177,7 +179,7 @@ class VAE(L.LightningModule):
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(B,) log p(x|z), normalised coordinates, for either Gaussian form of the head."""
         mean, log_var, lower = self.decode_dist(z)
-        residual = whiten(x, mean, lower, self.tril_index)
+        residual = whiten(x, mean, lower, self.tril_index, self.row_selector)
         return residual_log_likelihood_per_dim(residual, log_var).sum(dim=-1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

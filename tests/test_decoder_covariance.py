@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gmm_vae import resources
-from gmm_vae.losses import tril_index, unwhiten, whiten
+from gmm_vae.losses import row_selector, tril_index, unwhiten, whiten
 from gmm_vae.model import VAE
 
 # A covariance with strong correlations: thin along (1, 1, 1), wide across it.
@@ -84,6 +84,9 @@ def test_whiten_and_unwhiten_invert_each_other() -> None:
     gen = torch.Generator().manual_seed(1)
     lower, r = torch.randn(64, 10, generator=gen), torch.randn(64, 5, generator=gen)
     torch.testing.assert_close(whiten(unwhiten(r, lower), 0.0, lower), r, atol=1e-4, rtol=1e-4)
+    # CUDA's deterministic form (a matmul with the row selector) is the same sum.
+    torch.testing.assert_close(whiten(r, 0.0, lower, tril_index(5), row_selector(5), matmul=True),
+                               whiten(r, 0.0, lower, matmul=False), atol=1e-5, rtol=1e-5)
     assert whiten(r, 0.0, None) is not None and unwhiten(r, None) is r
 
 
