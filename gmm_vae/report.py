@@ -109,8 +109,11 @@ def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
     mixture = (f"spec {Path(str(d.spec_path)).name}" if d.spec_path
                else f"D={d.dim}, K={d.n_components}, data.seed={d.seed}")
     latent = "auto" if m.latent_dim is None else m.latent_dim
+    head = f"{m.likelihood} head"
+    if m.likelihood == "gaussian":
+        head += f" ({m.get('decoder_covariance', 'diag')} covariance)"
     parts = [str(cfg.get("name", "run")), mixture, f"latent {latent}",
-             f"{m.likelihood} head", f"{m.prior} prior", f"beta={m.beta:g}"]
+             head, f"{m.prior} prior", f"beta={m.beta:g}"]
     if ckpt_label:
         parts.append(f"ckpt {ckpt_label}")
     return ", ".join(parts)
