@@ -48,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 
 from gmm_vae import metrics, suite  # noqa: E402
 from gmm_vae.data import GMMDataModule  # noqa: E402
-from gmm_vae.losses import unwhiten  # noqa: E402
 from gmm_vae.model import VAE  # noqa: E402
 
 RECIPES = {  # (KL warm-up share, initial decoder log-variance, variance-cap share)
@@ -166,12 +165,6 @@ def main() -> None:
           f"({time.perf_counter() - start:.0f} s)")
 
 
-def decode_sample(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """x ~ p(x|z), normalised coordinates, for either covariance of the Gaussian head."""
-    mean, log_var, lower = model.decode_dist(z)
-    return mean + unwhiten(torch.exp(0.5 * log_var) * torch.randn_like(mean), lower)
-
-
 @torch.no_grad()
 def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     """Where do off-mode samples come from: the prior, or the decoder?
@@ -184,7 +177,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     x = dm.t_train.repeat(20, 1)
     mean, log_var = model.encode(x)
     z = model.reparameterize(mean, log_var)
-    agg = model.denormalize(decode_sample(model, z))
+    agg = model.denormalize(model.decode_sample(z))
     cov = metrics.mode_coverage(agg.double().numpy(), gmm)
     print(f"  aggregate posterior: HQ ratio {cov['hq_ratio']:.3f}, weight error "
           f"{cov['weights_tv']:.4f}, off-mode {cov['off_mode_share']:.3f}")
@@ -196,7 +189,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     sd = torch.exp(0.5 * log_var[:10_000]).numpy()[idx[:, 0]].mean(-1)
     far = (dist[:, 0] / sd > 3).mean()
     print(f"  prior samples over 3 posterior sds from every posterior mean: {far:.3f}")
-    xs = model.denormalize(decode_sample(model, prior_z))
+    xs = model.denormalize(model.decode_sample(prior_z))
     cov = metrics.mode_coverage(xs.double().numpy(), gmm)
     print(f"  prior: HQ ratio {cov['hq_ratio']:.3f}, weight error {cov['weights_tv']:.4f}, "
           f"off-mode {cov['off_mode_share']:.3f}")

@@ -31,7 +31,12 @@ from gmm_vae.losses import (
     whiten,
 )
 from gmm_vae.priors import build_prior
-from gmm_vae.resources import iwae_bytes_per_point, lower_outputs, rows_per_chunk
+from gmm_vae.resources import (
+    iwae_bytes_per_point,
+    lower_outputs,
+    rows_per_chunk,
+    uses_full_covariance,
+)
 
 # Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
 # above, the decoder could explain everything as noise.
@@ -100,7 +105,7 @@ class VAE(L.LightningModule):
         # factor (losses.whiten): within-component shape need not pass through the code. The
         # argument defaults to diag so that checkpoints written before it existed load as the
         # head they were trained with; the config's default (a new run's) is full.
-        self.full_cov = likelihood == "gaussian" and decoder_covariance == "full"
+        self.full_cov = uses_full_covariance(likelihood, decoder_covariance)
         out = 2 * data_dim if likelihood == "gaussian" else data_dim
         out += lower_outputs(data_dim, self.full_cov)
         # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
@@ -458,10 +463,14 @@ class VAE(L.LightningModule):
         """
         noise = self.likelihood == "gaussian" if include_noise is None else include_noise
         z = self.prior.sample(n).to(self.device)
+        return self.denormalize(self.decode_sample(z, noise))
+
+    def decode_sample(self, z: torch.Tensor, include_noise: bool = True) -> torch.Tensor:
+        """x ~ p(x|z) in normalised coordinates (its mean when ``include_noise`` is false)."""
         x, log_var, lower = self.decode_dist(z)
-        if noise:
+        if include_noise:
             x = x + unwhiten(torch.exp(0.5 * log_var) * torch.randn_like(x), lower)
-        return self.denormalize(x)
+        return x
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

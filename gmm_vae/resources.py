@@ -55,6 +55,11 @@ def rows_per_chunk(bytes_per_row: float, cap: int, budget: int = EVAL_CHUNK_BYTE
     return max(1, min(int(cap), int(budget // max(1.0, float(bytes_per_row)))))
 
 
+def uses_full_covariance(likelihood: str, decoder_covariance: str | None) -> bool:
+    """Whether p(x|z) has a full covariance: only the Gaussian head has one to choose."""
+    return likelihood == "gaussian" and decoder_covariance == "full"
+
+
 def lower_outputs(data_dim: int, full_cov: bool) -> int:
     """Decoder outputs the full-covariance head adds: the precision factor's lower triangle."""
     return data_dim * (data_dim - 1) // 2 if full_cov else 0
@@ -152,7 +157,7 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
     d = int(dim if dim is not None else data.dim)
     # config.resolve_latent_dim's auto (config imports this module, so it is not imported).
     latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d)
-    full_cov = model.likelihood == "gaussian" and model.get("decoder_covariance") == "full"
+    full_cov = uses_full_covariance(str(model.likelihood), model.get("decoder_covariance"))
     hidden = [int(h) for h in model.hidden_dims]
     prior_c = int(model.prior_components) if model.prior == "mog" else 0
 
