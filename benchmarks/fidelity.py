@@ -205,7 +205,7 @@ def reference_rows(suite: dict[str, Mixture], epochs: int) -> list[dict]:
         reference = coverage_reference(dm.gmm, 3.0, DEFAULT_SEED)
         for fit in (gaussian_mixture(dm, 1_000_000, DEFAULT_SEED),
                     spline_flow(dm, 1_000_000, epochs, DEFAULT_SEED)):
-            cov = metrics.mode_coverage(fit.samples, dm.gmm, 3.0, 0.1, reference)
+            cov = metrics.mode_coverage(fit.samples, dm.gmm, 3.0, 0.1, *reference)
             lit = metrics.literature_protocol(fit.samples, dm.gmm)
             gap = metrics.heldout_nll(fit.test_log_prob, dm.gmm.log_prob(dm.x_test))["gap"]
             row = out.setdefault(fit.name, {"model": fit.name, "params": str(fit.n_params)})

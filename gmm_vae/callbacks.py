@@ -14,11 +14,35 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from gmm_vae.errors import TrainingDiverged
+from gmm_vae.io import atomic_write_bytes
 
-__all__ = ["NaNGuard", "RNGState", "TrainingDiverged", "build_callbacks"]
+# What best.ckpt minimises: the validation negative ELBO at beta = 1, in nats.
+BEST_MONITOR = "val/nelbo"
+
+__all__ = ["BEST_MONITOR", "AtomicCheckpointIO", "NaNGuard", "RNGState", "TrainingDiverged",
+           "build_callbacks"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through ``io.atomic_write_bytes`` (temp file + rename).
+
+    Lightning's own writer streams into the final path: on a full disk it left a truncated
+    ``last.ckpt``. Here the previous file stays whole and ``WriteFailed`` names the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        import io
+
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(Path(path), buf.getvalue())
 
 
 class NaNGuard(L.Callback):
@@ -98,15 +122,22 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
     if cfg.callbacks.checkpoint:
         ckpt_dir = str(run_dir / "checkpoints")
         # Two callbacks, because Lightning 2.6 writes save_last=True only when the top-k file
-        # was written in the same step: last.ckpt would go stale whenever val/loss did not
-        # improve, and resume would restart from an older epoch.
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss",
+        # was written in the same step: last.ckpt would go stale whenever the monitored value
+        # did not improve, and resume would restart from an older epoch. Both save at the end
+        # of the training epoch, after the module's epoch-end hook (learning-rate step, prior
+        # refit): left to Lightning, with trainer.check_val_every_n_epoch != 1 they save after
+        # validation instead, before that hook, and not at all on epochs without validation.
+        # best.ckpt: the lowest val/nelbo (recon + KL at beta = 1), whose meaning does not
+        # change during the KL warm-up as val/loss's does.
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=BEST_MONITOR,
                                          mode="min", save_top_k=1, save_last=False,
                                          auto_insert_metric_name=False,
-                                         enable_version_counter=False))
+                                         enable_version_counter=False,
+                                         save_on_train_epoch_end=True))
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None,
                                          save_top_k=1, save_last=False,
-                                         enable_version_counter=False))
+                                         enable_version_counter=False,
+                                         save_on_train_epoch_end=True))
     if cfg.trainer.enable_progress_bar and cfg.callbacks.progress_refresh_rate > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.callbacks.progress_refresh_rate)))
     from gmm_vae.analysis_callbacks import build_analysis_callbacks

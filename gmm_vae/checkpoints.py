@@ -1,7 +1,8 @@
 """Reading checkpoints safely: one place for train.py (resume) and evaluate.py.
 
 Checkpoints are loaded with ``weights_only=True`` (no arbitrary code from a file), and every way
-a file can be wrong becomes a one-line ConfigError that names the setting it came from.
+a file can be wrong becomes a one-line ConfigError that names the setting it came from. (They
+are written by ``callbacks.AtomicCheckpointIO``.)
 """
 
 from __future__ import annotations
@@ -49,3 +50,11 @@ def check_weights(model: Any, state: dict[str, Any], what: str, reference: str) 
         ("shape (checkpoint vs config) of", reshaped)) if names]
     if problems:
         raise ConfigError(f"{what}: does not match {reference} ({'; '.join(problems)})")
+
+
+def saved_step(path: Path) -> int | None:
+    """The global step a checkpoint file was written at; None when it cannot be read."""
+    try:
+        return int(read_checkpoint(path, str(path)).get("global_step", -1))
+    except ConfigError:
+        return None

@@ -20,11 +20,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gmm_vae.errors import ConfigError, RunInterrupted, TrainingDiverged
+from gmm_vae.errors import ConfigError, RunDirTaken, RunInterrupted, TrainingDiverged, WriteFailed
 
 _log = logging.getLogger(__name__)
 
 EXIT_USAGE = 2
+# A result that could not be written (disk full): not a usage mistake, still one line.
+EXIT_FAILED = 1
+
+
+def exit_code(exc: BaseException) -> int:
+    """1 for a result that could not be written (a full disk), 2 for anything the settings can
+    fix (a mistake in them, or a learning rate that made training diverge)."""
+    return EXIT_FAILED if isinstance(exc, WriteFailed) else EXIT_USAGE
 
 
 def user_error_message(exc: BaseException) -> str | None:
@@ -36,7 +44,7 @@ def user_error_message(exc: BaseException) -> str | None:
     )
     from omegaconf.errors import OmegaConfBaseException
 
-    if isinstance(exc, ConfigError | TrainingDiverged):
+    if isinstance(exc, ConfigError | TrainingDiverged | WriteFailed):
         return _first_line(str(exc))
     try:
         from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -96,7 +104,7 @@ def run_cli(main: Callable[[], Any]) -> None:
             if message is None:
                 return original(lambda e=exc: _reraise(e))
             print(f"error: {message}", file=sys.stderr, flush=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(exit_code(exc))
 
     hydra_utils.run_and_report = run_and_report
     try:
@@ -173,8 +181,11 @@ def train_main(cfg: Any) -> float:
                 raise
             # Exit here rather than re-raise: Hydra would first print its own banner line.
             print(f"error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_USAGE) from None
+            raise SystemExit(exit_code(exc)) from None
         message = user_error_message(exc) or f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, RunDirTaken):  # the directory is another run's: leave it alone
+            _log.error("job refused: %s", message)
+            return float("nan")
         write_status(run_dir, "failed", error=message.splitlines()[0] if message else "")
         _log.error("job failed: %s", message)
         return float("nan")
@@ -197,4 +208,4 @@ def evaluate_main(cfg: Any) -> dict[str, Any]:
         if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USAGE) from None
+        raise SystemExit(exit_code(exc)) from None

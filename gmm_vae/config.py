@@ -146,6 +146,7 @@ class TrainConfig:
     torch_threads: int | None = None
     ckpt_path: str | None = None
     resume: str | None = None
+    overwrite: bool = False
     name: str = "default"
 
 

@@ -9,6 +9,17 @@ class ConfigError(ValueError):
     """A user-facing configuration or input error, printed as one line."""
 
 
+class RunDirTaken(ConfigError):
+    """The run directory holds another run's results or a running run (``gmm_vae.rundir``)."""
+
+
+class WriteFailed(OSError):
+    """A result could not be written (disk full, permissions): the message names the file.
+
+    Not a mistake in the settings, so the command exits 1, not 2; the run is marked failed.
+    """
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss stopped being finite; the message says where and what to try."""
 

@@ -1,9 +1,12 @@
-"""Hydra callbacks: summarise a multirun when it ends."""
+"""Hydra callbacks: claim the run dir before a run, summarise a multirun when it ends."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,8 @@ class SummarizeSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from gmm_vae.summarize import summarize_sweep
 
-        # A process Lightning re-launched as a DDP rank > 0 replays the whole command line,
-        # sweep included; only the process the user started writes the summary.
-        if any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK")):
+        # Only the process the user started writes the summary, not a DDP child.
+        if _is_ddp_child():
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
@@ -37,3 +39,67 @@ class SummarizeSweep(Callback):
             log.error("could not summarise %s: %s", sweep_dir, exc)
             return
         print(f"Sweep summary: {paths['markdown']}", flush=True)
+
+
+class ClaimRunDir(Callback):
+    """Before a run: refuse a run dir that holds another run, before Hydra writes into it.
+
+    Hydra copies the config into ``<run dir>/.hydra/`` before the task runs, so a check in the
+    task would come after the old run's record was overwritten. Here nothing has been written
+    yet: a taken directory (``gmm_vae.rundir``) ends the command with one line and exit code 2
+    (Hydra turns a callback's exceptions into warnings, so this exits itself), and
+    ``overwrite=true`` clears the old run first. A multirun is checked at
+    ``on_multirun_start``: a sweep dir whose jobs hold results is refused the same way.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from gmm_vae import rundir
+
+        if config.get("resume") or _is_ddp_child():
+            return  # resume continues another dir, claimed by train(); a DDP child shares it
+        run_dir = Path(str(config.hydra.run.dir))
+        overwrite = bool(config.get("overwrite"))
+        with _refusal_exits():
+            rundir.check_free(run_dir, "hydra.run.dir", overwrite=overwrite)
+        if overwrite:
+            rundir.clear(run_dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from gmm_vae import rundir
+        from gmm_vae.errors import RunDirTaken
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if _is_ddp_child():
+            return
+        overwrite = bool(config.get("overwrite"))
+        with _refusal_exits():
+            rundir.check_free(sweep_dir, "hydra.sweep.dir")  # a file in its place
+            jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir()) \
+                if sweep_dir.is_dir() else []
+            for job in jobs:
+                running = rundir.lock_holder(job) is not None
+                status = "running" if running else rundir.previous_status(job)
+                if status is not None and (running or not overwrite):
+                    advice = "wait for it to end" if running else "replace it with overwrite=true"
+                    raise RunDirTaken(f"hydra.sweep.dir={sweep_dir} already holds a sweep (job "
+                                      f"{job.name}: {status}); {advice}, or choose another "
+                                      "directory")
+        for job in jobs if overwrite else []:
+            rundir.clear(job)
+
+
+@contextmanager
+def _refusal_exits() -> Iterator[None]:
+    """A ``RunDirTaken`` inside becomes ``error: <line>`` on stderr and exit code 2."""
+    from gmm_vae.errors import RunDirTaken
+
+    try:
+        yield
+    except RunDirTaken as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _is_ddp_child() -> bool:
+    """A process Lightning re-launched as a DDP rank > 0 (it replays the whole command line)."""
+    return any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK"))

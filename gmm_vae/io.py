@@ -10,10 +10,23 @@ from typing import Any
 
 import numpy as np
 
+from gmm_vae.errors import WriteFailed
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``.
+
+    On failure ``path`` is what it was before (the old file, or none) and ``WriteFailed`` names
+    the file and the cause (``No space left on device``): a lost write never passes silently.
+    """
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as exc:
+        raise WriteFailed(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

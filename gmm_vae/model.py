@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from gmm_vae import schedules
 from gmm_vae.graphed_step import GraphedStep
 from gmm_vae.losses import (
     gaussian_log_likelihood,
@@ -48,6 +49,34 @@ PRIOR_REFIT_POINTS = 20_000
 # it (the mixture builds its torch.distributions without argument validation for this reason).
 # The flow prior (zuko) is unverified under capture and keeps the eager step.
 _GRAPH_SAFE_PRIORS = ("standard", "mog")
+
+
+# Where a checkpoint keeps the learning rate's schedule (``schedules.CosineSegment``).
+LR_SEGMENT_KEY = "lr_segment"
+
+
+def checkpoint_lr_segment(checkpoint: dict[str, Any]) -> schedules.CosineSegment | None:
+    """The learning-rate segment a checkpoint was trained on; None for a constant rate.
+
+    Checkpoints written before the segment was saved hold torch's ``CosineAnnealingLR`` state,
+    whose ``T_max`` is the run's length: the segment (0, 0, T_max).
+    """
+    if checkpoint.get(LR_SEGMENT_KEY):
+        segment = schedules.CosineSegment.from_dict(checkpoint[LR_SEGMENT_KEY])
+        return segment if segment.end_epoch > 0 else None
+    states = checkpoint.get("lr_schedulers") or []
+    if states and "T_max" in states[0]:
+        return schedules.CosineSegment(0, 0.0, int(states[0]["T_max"]))
+    return None
+
+
+def _as_lambda_state(checkpoint: dict[str, Any]) -> None:
+    """Turn an old checkpoint's ``CosineAnnealingLR`` state into the ``LambdaLR`` one."""
+    for state in checkpoint.get("lr_schedulers") or []:
+        if "T_max" in state:
+            state.pop("T_max")
+            state.pop("eta_min", None)
+            state.setdefault("lr_lambdas", [None])
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
@@ -98,6 +127,10 @@ class VAE(L.LightningModule):
         self._acc: dict[str, torch.Tensor | int] = {"count": 0}
         # The CUDA-graph step (gmm_vae.graphed_step), built at the first training step on CUDA.
         self._graphed: GraphedStep | None = None
+        # The learning rate's decay (schedules.CosineSegment), saved in every checkpoint, and
+        # the one a resumed checkpoint brought, until training starts from it.
+        self._lr_segment = schedules.CosineSegment(0, 0.0, 0)
+        self._loaded_lr_segment: schedules.CosineSegment | None = None
         hidden = list(hidden_dims)
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.likelihood = likelihood
@@ -197,11 +230,11 @@ class VAE(L.LightningModule):
 
     # --------------------------------------------------------------- loss
     def kl_weight(self) -> float:
-        """beta, ramped linearly over the first ``kl_warmup_epochs`` epochs when asked."""
-        warm = self.hparams.kl_warmup_epochs
-        if warm <= 0 or self._trainer is None:
+        """beta, ramped over the first ``kl_warmup_epochs`` epochs (``schedules.kl_weight``)."""
+        if self._trainer is None:
             return float(self.hparams.beta)
-        return float(self.hparams.beta) * min(1.0, (self.current_epoch + 1) / warm)
+        return schedules.kl_weight(self.current_epoch, self.hparams.beta,
+                                   self.hparams.kl_warmup_epochs)
 
     def loss_terms(self, x: torch.Tensor,
                    kl_weight: float | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -359,18 +392,11 @@ class VAE(L.LightningModule):
         self.log_var_ceiling.fill_(_MAX_LOG_VAR)
 
     def decoder_log_var_ceiling(self, epoch: int) -> float:
-        """The cap on the decoder's log-variance during epoch ``epoch``.
-
-        Rises linearly from ``decoder_init_log_var`` to 0 (the variance of standardised data)
-        over ``decoder_var_warmup_epochs``, then lifts. Capped, p(x|z) cannot explain a direction
-        of the data as noise before the encoder has learned it: with learned variance that is a
-        stable dead end (README, "Why the default collapsed on the ring").
-        """
-        warm = int(self.hparams.decoder_var_warmup_epochs)
-        if warm <= 0 or epoch >= warm:
-            return _MAX_LOG_VAR
-        start = float(self.hparams.decoder_init_log_var)
-        return start + (0.0 - start) * epoch / warm
+        """The cap on the decoder's log-variance during epoch ``epoch``
+        (``schedules.log_var_ceiling``, within the model's own upper bound)."""
+        return min(_MAX_LOG_VAR, schedules.log_var_ceiling(
+            epoch, float(self.hparams.decoder_init_log_var),
+            int(self.hparams.decoder_var_warmup_epochs)))
 
     def on_train_epoch_start(self) -> None:
         self.log_var_ceiling.fill_(self.decoder_log_var_ceiling(self.current_epoch))
@@ -393,21 +419,13 @@ class VAE(L.LightningModule):
                 self.log("train/prior_refit_gain", after - before, on_step=False, on_epoch=True)
 
     def prior_refit_due(self, epoch: int) -> bool:
-        """Whether the mixture prior is refitted by EM after epoch ``epoch`` (0-based).
-
-        Every ``prior_refit_every`` epochs once the KL warm-up is over (before, the posteriors
-        are still being shaped with little pull from the prior), and after the last epoch, so
-        that the prior a run ends with, and its last.ckpt, is the refitted one.
-        """
-        every = int(self.hparams.prior_refit_every)
-        if every <= 0 or not hasattr(self.prior, "refit"):
+        """Whether the mixture prior is refitted by EM after epoch ``epoch`` (0-based):
+        ``schedules.prior_refit_due`` with this run's interval, warm-up and length."""
+        if not hasattr(self.prior, "refit"):
             return False
-        done = epoch + 1
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if max_epochs is not None and done == max_epochs:
-            return True
-        warm = max(1, int(self.hparams.kl_warmup_epochs))
-        return done >= warm and (done - warm) % every == 0
+        return schedules.prior_refit_due(epoch, int(self.hparams.prior_refit_every),
+                                         int(self.hparams.kl_warmup_epochs), max_epochs)
 
     @torch.no_grad()
     def refit_prior(self, x: torch.Tensor, seed: int,
@@ -428,13 +446,22 @@ class VAE(L.LightningModule):
         return self.prior.refit(z, seed=int(seed) % 2**32)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        terms = self.loss_terms(batch)
-        self.log_dict({f"val/{k}": v for k, v in terms.items()}, on_epoch=True,
-                      prog_bar=True, batch_size=len(batch), sync_dist=True)
+        self.log_dict({f"val/{k}": v for k, v in self._eval_terms(batch).items()},
+                      on_epoch=True, prog_bar=True, batch_size=len(batch), sync_dist=True)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log_dict({f"test/{k}": v for k, v in self._eval_terms(batch).items()},
+                      batch_size=len(batch))
+
+    def _eval_terms(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss_terms`` plus ``nelbo`` = recon + KL: the beta = 1 negative ELBO (nats).
+
+        ``loss`` weighs the KL by the warm-up's current weight, so its value means something
+        else every epoch of the warm-up; ``nelbo`` does not, and ``best.ckpt`` is chosen on it.
+        """
         terms = self.loss_terms(batch)
-        self.log_dict({f"test/{k}": v for k, v in terms.items()}, batch_size=len(batch))
+        terms["nelbo"] = terms["recon"] + terms["kl"]
+        return terms
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         # The fused kernel does one pass over all parameters: ~3x faster than the default loop
@@ -443,9 +470,30 @@ class VAE(L.LightningModule):
                                weight_decay=self.hparams.weight_decay, fused=True)
         max_epochs = self._trainer.max_epochs if self._trainer is not None else None
         if self.hparams.lr_schedule == "cosine" and max_epochs:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+            # A checkpoint being resumed brings its own segment (on_load_checkpoint).
+            if self._loaded_lr_segment is None:
+                self._lr_segment = schedules.CosineSegment(0, 0.0, int(max_epochs))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda epoch: self._lr_segment.factor(epoch))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         return opt
+
+    def on_train_start(self) -> None:
+        """A resumed run with a new ``max_epochs`` continues its decay from where it stands."""
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self._loaded_lr_segment is not None:
+            at = int(scheduler.last_epoch)  # type: ignore[union-attr]
+            self._lr_segment = self._loaded_lr_segment.extended(at, int(self.trainer.max_epochs))
+        self._loaded_lr_segment = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LR_SEGMENT_KEY] = self._lr_segment.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        segment = checkpoint_lr_segment(checkpoint)
+        if segment is not None:
+            self._lr_segment = self._loaded_lr_segment = segment
+            _as_lambda_state(checkpoint)
 
     # ------------------------------------------------ data-coordinate API
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,13 @@ can call it directly on configs composed with Hydra's compose API.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
-from gmm_vae.callbacks import build_callbacks
-from gmm_vae.checkpoints import check_weights, read_checkpoint
+from gmm_vae import rundir
+from gmm_vae.callbacks import AtomicCheckpointIO, build_callbacks
+from gmm_vae.checkpoints import check_weights, read_checkpoint, saved_step
 from gmm_vae.data import GMMDataModule
-from gmm_vae.errors import ConfigError, RunInterrupted
+from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
 from gmm_vae.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.io import atomic_write_json
-from gmm_vae.model import VAE
+from gmm_vae.model import VAE, checkpoint_lr_segment
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +46,39 @@ def build_datamodule(cfg: DictConfig) -> GMMDataModule:
                          shuffle_seed=int(cfg.seed))
 
 
-def build_model(cfg: DictConfig, dm: GMMDataModule) -> VAE:
-    """The VAE of ``cfg.model``, carrying the data module's normaliser."""
-    model_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
-    model_kwargs["latent_dim"] = config_mod.resolve_latent_dim(model_kwargs["latent_dim"], dm.dim)
+def model_kwargs(cfg: DictConfig, dm: GMMDataModule) -> dict[str, Any]:
+    """The VAE's arguments for ``cfg.model`` on ``dm``: auto settings resolved, normaliser in."""
+    kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
+    kwargs["latent_dim"] = config_mod.resolve_latent_dim(kwargs["latent_dim"], dm.dim)
     for key in config_mod.AUTO_EPOCHS:
-        model_kwargs[key] = config_mod.resolve_auto_epochs(key, model_kwargs[key],
-                                                           int(cfg.trainer.max_epochs))
-    return VAE(
-        data_dim=dm.dim,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,
-        data_shift=dm.normalizer.shift.tolist(),
-        data_scale=dm.normalizer.scale.tolist(),
-        **model_kwargs,
-    )
+        kwargs[key] = config_mod.resolve_auto_epochs(key, kwargs[key],
+                                                     int(cfg.trainer.max_epochs))
+    return {"data_dim": dm.dim, "gradient_clip_val": cfg.trainer.gradient_clip_val,
+            "data_shift": dm.normalizer.shift.tolist(),
+            "data_scale": dm.normalizer.scale.tolist(), **kwargs}
+
+
+def build_model(cfg: DictConfig, dm: GMMDataModule, checkpoint: dict[str, Any] | None = None,
+                explicit: Sequence[str] = ()) -> VAE:
+    """The VAE of ``cfg.model``, carrying the data module's normaliser.
+
+    With a ``checkpoint`` (resume, evaluate) the model is the one the checkpoint recorded: its
+    own hyper-parameters, as resolved when it was trained, so a run written before a setting
+    existed, or before an auto rule changed, is rebuilt as it was trained, and an extended run
+    keeps its warm-up lengths. Only the settings in ``explicit`` (``model.<key>`` or
+    ``trainer.gradient_clip_val``, given on this command line) replace the recorded ones.
+    """
+    fresh = model_kwargs(cfg, dm)
+    recorded = (checkpoint or {}).get("hyper_parameters")
+    if not isinstance(recorded, dict):
+        return VAE(**fresh)
+    accepted = set(inspect.signature(VAE.__init__).parameters) - {"self"}
+    kwargs = {k: v for k, v in recorded.items() if k in accepted}
+    for key in explicit:
+        name = key.split(".", 1)[-1]
+        if (key.startswith("model.") or key == "trainer.gradient_clip_val") and name in fresh:
+            kwargs[name] = fresh[name]
+    return VAE(**kwargs)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -71,7 +93,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
         logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="",
                                    default_hp_metric=False)
     return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
-                     enable_checkpointing=bool(cfg.callbacks.checkpoint), **trainer_kwargs)
+                     enable_checkpointing=bool(cfg.callbacks.checkpoint),
+                     plugins=[AtomicCheckpointIO()], **trainer_kwargs)
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -123,13 +146,28 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
     started = time.perf_counter()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)  # may raise ConfigError (spec file)
-    model = build_model(cfg, dm)
+    ckpt = None
     if cfg.ckpt_path:
         ckpt = check_checkpoint(Path(str(cfg.ckpt_path)), "ckpt_path")
+        check_extension(ckpt, cfg)
+    model = build_model(cfg, dm, ckpt, explicit_overrides())
+    if ckpt is not None:
         check_weights(model, ckpt, f"ckpt_path={cfg.ckpt_path}",
                       "the config (model.* settings differ from the run that wrote it)")
-    run_dir.mkdir(parents=True, exist_ok=True)
     rank_zero = _is_rank_zero()
+    if not rank_zero:  # a DDP child: the process the user started owns the run dir
+        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero)
+    # ckpt_path inside the run dir: this run continues the one there (resume).
+    resuming = bool(cfg.ckpt_path) and _is_inside(Path(str(cfg.ckpt_path)), run_dir)
+    with rundir.claimed(run_dir, "hydra.run.dir" if not resuming else "resume",
+                        overwrite=bool(cfg.overwrite), resuming=resuming):
+        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero)
+
+
+def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GMMDataModule,
+                      model: VAE, started: float, rank_zero: bool) -> float:
+    """Fit, check the checkpoint landed, evaluate; ``status.json`` says how it ended."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
         write_status(run_dir, "running")
     try:
@@ -139,6 +177,8 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
         with watch.deferred():
             trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
         watch.raise_if_received()
+        if cfg.callbacks.checkpoint and trainer.is_global_zero:
+            check_last_checkpoint(run_dir, int(trainer.global_step))
         train_time = time.perf_counter() - started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         evaluation: dict[str, Any] | None = None
@@ -152,37 +192,101 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
                                           n_samples=int(cfg.analysis.eval_samples),
                                           seed=int(cfg.seed))
             log_hparams(trainer, cfg, evaluation)
+        wall = time.perf_counter() - started
+        # Training: from seeding to the end of fit (data, model, trainer set-up included); the
+        # evaluation: the rest (final evaluation, its files and figures).
+        times = {"train_time_s": round(train_time, 2),
+                 "eval_time_s": round(wall - train_time, 2), "wall_time_s": round(wall, 2)}
+        score = objective(evaluation)
+        if trainer.is_global_zero:
+            latent = (evaluation or {}).get("latent") or {}
+            verdict = {"posterior_collapsed": latent["collapsed"], "latent": latent["verdict"]} \
+                if "collapsed" in latent else {}
+            write_status(run_dir, "completed", **times, final_metrics=metrics,
+                         objective=score if math.isfinite(score) else None, **verdict)
     except BaseException as exc:
         if watch.received is not None:
             # Lightning may have turned the signal into its own SystemExit (SIGTERMException).
             if rank_zero:
-                write_status(run_dir, "interrupted", signal=watch.received,
-                             checkpoint=_last_checkpoint(run_dir),
-                             resume=f"python train.py resume={run_dir}")
+                _record(run_dir, "interrupted", signal=watch.received,
+                        checkpoint=_last_checkpoint(run_dir),
+                        resume=f"python train.py resume={run_dir}")
             if isinstance(exc, RunInterrupted):
                 raise
             raise RunInterrupted(watch.received) from exc
         if rank_zero:
-            write_status(run_dir, "failed",
-                         error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            _record(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
-    wall = time.perf_counter() - started
-    # Training: from seeding to the end of fit (data, model, trainer set-up included); the
-    # evaluation: the rest (final evaluation, its files and figures).
-    times = {"train_time_s": round(train_time, 2), "eval_time_s": round(wall - train_time, 2),
-             "wall_time_s": round(wall, 2)}
-    score = objective(evaluation)
-    if trainer.is_global_zero:
-        latent = (evaluation or {}).get("latent") or {}
-        verdict = {"posterior_collapsed": latent["collapsed"], "latent": latent["verdict"]} \
-            if "collapsed" in latent else {}
-        write_status(run_dir, "completed", **times, final_metrics=metrics,
-                     objective=score if math.isfinite(score) else None, **verdict)
     if trainer.is_global_zero:
         # ddp_spawn trains in child processes: the parent's trainer never advanced its epoch.
         epochs = int(trainer.current_epoch) or int(cfg.trainer.max_epochs)
         print_summary(run_dir, metrics, wall, epochs, evaluation, train_time=train_time)
     return score
+
+
+def _record(run_dir: Path, status: str, **extra: Any) -> None:
+    """``status.json`` for a run that ended badly, where it can be written.
+
+    On a full disk the status write fails too: the error that ended the run is the one to
+    report, so this one is only logged.
+    """
+    try:
+        write_status(run_dir, status, **extra)
+    except WriteFailed as exc:
+        log.error("%s (status.json still says running)", exc)
+
+
+def check_last_checkpoint(run_dir: Path, global_step: int) -> None:
+    """``last.ckpt`` holds the final step, or the run fails naming what went wrong.
+
+    Every write goes through ``AtomicCheckpointIO``, which raises on failure; this checks the
+    result itself, so no path (a writer swallowing an error, a file removed under the run)
+    can end in ``completed`` without the checkpoint a resume or an evaluation needs.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise WriteFailed(f"could not write {last}: the file is missing after training")
+    step = saved_step(last)
+    if step != global_step:
+        raise WriteFailed(f"could not write {last}: it holds step {step}, training ended at "
+                          f"step {global_step}")
+
+
+def check_extension(ckpt: dict[str, Any], cfg: DictConfig) -> None:
+    """Refuse to extend a run whose learning rate has already decayed to 0.
+
+    Continuing it would train at lr 0: the weights could not change, only the clock. The rule
+    for extensions (``schedules.CosineSegment.extended``) keeps the rate falling, so such a run
+    is finished; a longer run is a new one.
+    """
+    segment = checkpoint_lr_segment(ckpt)
+    states = ckpt.get("lr_schedulers") or []
+    if segment is None or not states:
+        return
+    at = int(states[0].get("last_epoch", 0))
+    new_end = int(cfg.trainer.max_epochs)
+    if new_end > segment.end_epoch and segment.annealed(at):
+        raise ConfigError(
+            f"trainer.max_epochs={new_end}: the run's learning rate decayed to 0 at epoch "
+            f"{segment.end_epoch} (model.lr_schedule=cosine), so more epochs cannot change its "
+            f"weights; train a new run with trainer.max_epochs={new_end}")
+
+
+def _is_inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def explicit_overrides() -> list[str]:
+    """The settings given on this command line (``key`` of each ``key=value``), if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [item.split("=", 1)[0].lstrip("+~") for item in HydraConfig.get().overrides.task]
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
@@ -245,17 +349,22 @@ def objective(evaluation: dict[str, Any] | None) -> float:
     ``modes_captured / K - weights_tv - max(nll_gap, 0)``: 1 for a perfect model; each missed
     mode costs 1/K, each nat of likelihood gap costs 1. Both coverage terms are judged against
     a perfect sampler over all samples drawn, so a collapsed or barely trained model scores
-    near or below 0 (it cannot earn modes with stray samples). NaN without an evaluation.
+    near or below 0 (it cannot earn modes with stray samples). NaN when any term is missing or
+    not finite (a NaN likelihood is stored as null): a search must never read a broken
+    evaluation as a perfect one.
     """
     if not evaluation:
         return float("nan")
-    cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
+    cov, nll = evaluation.get("coverage") or {}, evaluation.get("nll") or {}
     try:
-        score = (cov["modes_captured"] / cov["n_components"] - cov["weights_tv"]
-                 - max(float(nll.get("gap") or 0.0), 0.0))
-    except (KeyError, TypeError, ZeroDivisionError):
+        terms = [float(cov["modes_captured"]), float(cov["n_components"]),
+                 float(cov["weights_tv"]), float(nll["gap"])]
+    except (KeyError, TypeError, ValueError):
         return float("nan")
-    return float(score)
+    captured, k, tv, gap = terms
+    if not all(math.isfinite(t) for t in terms) or k <= 0:
+        return float("nan")
+    return captured / k - tv - max(gap, 0.0)
 
 
 def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int,
@@ -308,10 +417,9 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The config of the run in ``cfg.resume``, with this command's explicit overrides on top.
 
     ``python train.py resume=<run_dir> trainer.max_epochs=500`` continues that run in place from
-    ``checkpoints/last.ckpt`` with its own settings, extended by the overrides given now.
+    ``checkpoints/last.ckpt`` with its own settings, extended by the overrides given now. (The
+    model itself is rebuilt from the checkpoint's hyper-parameters: ``build_model``.)
     """
-    from hydra.core.hydra_config import HydraConfig
-
     run_dir = Path(str(cfg.resume)).expanduser()
     saved_cfg = run_dir / ".hydra" / "config.yaml"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -324,9 +432,7 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
         raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt to resume from")
     resumed = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig),
                               OmegaConf.load(saved_cfg))
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
+    for key in explicit_overrides():
         if key in ("resume", "ckpt_path") or key.startswith("hydra."):
             continue
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)

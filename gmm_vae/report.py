@@ -208,9 +208,11 @@ def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          "share of samples within Mahalanobis distance `analysis.hq_threshold` of their nearest "
          "true component; 0 to 1, closest to perfect is best (above it: too concentrated)"),
         ("median-ellipsoid fraction", _fmt(g("coverage.median_fraction")),
-         f"calibrated 0.5 (truth {_fmt(g('coverage_truth.median_fraction'))})",
-         "share of samples inside their component's median (chi-square) ellipsoid; 0 to 1, "
-         "0.5 is calibrated, above: too concentrated, below: too diffuse"),
+         f"perfect {_fmt(g('coverage.median_perfect'))} (truth "
+         f"{_fmt(g('coverage_truth.median_fraction'))})",
+         "share of samples inside their nearest component's median (chi-square) ellipsoid; "
+         "0 to 1, a perfect sampler's (0.5 where components are separated) is calibrated, "
+         "above: too concentrated, below: too diffuse"),
         ("weight error among HQ samples", _fmt(g("coverage.weights_tv_hq"), 4),
          f"0 (perfect sampler {_fmt(g('coverage_truth.weights_tv_hq'), 4)})",
          "secondary: TV between the true weights and the shares of the high-quality samples "

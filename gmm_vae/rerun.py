@@ -34,7 +34,9 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
                  n_samples: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """evaluate.py's body: rebuild a run's model from its directory and write ``evaluation/``.
 
-    The config comes from ``<run_dir>/.hydra/config.yaml``, the mixture is rebuilt from it and
+    The model is rebuilt from the checkpoint's own hyper-parameters (as trained, even where a
+    setting was added or an auto rule changed since), the config from
+    ``<run_dir>/.hydra/config.yaml``, the mixture is rebuilt from it and
     checked against ``<run_dir>/gmm.yaml`` (the file wins if they differ, since it is what the
     run trained on), and the checkpoint is read with ``weights_only=True`` so a checkpoint from
     elsewhere cannot run code. ``n_samples=None`` and ``seed=None`` mean the run's
@@ -64,7 +66,8 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
         torch.set_num_threads(int(cfg.torch_threads))
     pipeline.quiet_lightning()
     dm = datamodule_for_run(cfg, run_dir)
-    model = pipeline.build_model(cfg, dm)
+    # The model the checkpoint recorded (its own hyper-parameters), not today's defaults.
+    model = pipeline.build_model(cfg, dm, checkpoint=state)
     load_weights(model, state, label)
     model.eval()
     metrics = write_evaluation(run_dir, model, dm, cfg, label, n, seed)

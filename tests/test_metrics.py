@@ -232,3 +232,31 @@ def test_bic_reads_a_collapsed_model_as_one_cluster() -> None:
     assert k == 1 and len(labels) == 3000
     k, labels = metrics.optimal_k(np.zeros((500, 3)), 10, "bic")
     assert k == 1 and (labels == 0).all()
+
+
+@pytest.fixture(scope="module")
+def overlapping() -> GMM:
+    """Two unit 2-D Gaussians 1.5 std apart: a sample is often nearer the other one."""
+    return GMM(np.array([[0.0, 0.0], [1.5, 0.0]]), np.stack([np.eye(2)] * 2),
+               np.array([0.5, 0.5]))
+
+
+def test_hq_ratio_and_median_of_a_perfect_sampler_hold_where_components_overlap(
+        overlapping: GMM) -> None:
+    """Against the measured perfect sampler a perfect sampler reads 1 and calibrated; against
+    the analytic chi-square shares it read above 1 and 'too concentrated' (0.607 vs 0.5)."""
+    from gmm_vae.evaluation import coverage_reference
+
+    ref = coverage_reference(overlapping, 3.0, seed=0, n=400_000)
+    pts = overlapping.sample(200_000, np.random.default_rng(5))[0]
+    cov = metrics.mode_coverage(pts, overlapping, 3.0, 0.1, *ref)
+    assert cov["hq_perfect"] == pytest.approx(0.993, abs=0.002)  # analytic: P(chi2_2<=9)=0.989
+    assert cov["hq_ratio"] == pytest.approx(1.0, abs=0.002)
+    assert cov["median_perfect"] == pytest.approx(0.607, abs=0.005)
+    assert cov["median_fraction"] == pytest.approx(cov["median_perfect"], abs=0.005)
+    # A sampler too concentrated (half the spread) still reads so against that reference.
+    tight = overlapping.means[overlapping.sample(50_000, np.random.default_rng(6))[1]]
+    tight = tight + 0.5 * np.random.default_rng(7).standard_normal(tight.shape)
+    narrow = metrics.mode_coverage(tight, overlapping, 3.0, 0.1, *ref)
+    assert narrow["median_fraction"] > cov["median_perfect"] + 0.25
+    assert narrow["hq_ratio"] > 1.0
