@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gmm_vae import metrics, suite  # noqa: E402
+from gmm_vae import metrics, schedules, suite  # noqa: E402
 from gmm_vae.data import GMMDataModule  # noqa: E402
 from gmm_vae.model import VAE  # noqa: E402
 
@@ -122,7 +122,7 @@ def main() -> None:
         model.load_state_dict(torch.load(args.load))
     for epoch in range(0 if args.load else args.epochs):
         model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(epoch))
-        beta = min(1.0, (epoch + 1) / warm) if warm else 1.0
+        beta = schedules.kl_weight(epoch, 1.0, warm)
         sums, n = np.zeros(3), 0
         for idx in torch.randperm(len(x), generator=gen).split(args.batch):
             terms = model.loss_terms(x[idx], kl_weight=beta)
@@ -132,7 +132,8 @@ def main() -> None:
             sums += [float(terms[k]) for k in ("loss", "recon", "kl")]
             n += 1
         sched.step()
-        if args.refit_every and epoch + 1 >= warm and (epoch + 1 - warm) % args.refit_every == 0:
+        # The run's refit schedule; the final refit is --refit-final's.
+        if schedules.prior_refit_due(epoch, args.refit_every or 0, warm, max_epochs=None):
             model.refit_prior(x, seed=args.seed * 100_003 + epoch)
         if epoch % every == 0 or epoch == args.epochs - 1:
             with torch.no_grad():
