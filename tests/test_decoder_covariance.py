@@ -87,7 +87,22 @@ def test_whiten_and_unwhiten_invert_each_other() -> None:
     # CUDA's deterministic form (a matmul with the row selector) is the same sum.
     torch.testing.assert_close(whiten(r, 0.0, lower, tril_index(5), row_selector(5), matmul=True),
                                whiten(r, 0.0, lower, matmul=False), atol=1e-5, rtol=1e-5)
-    assert whiten(r, 0.0, None) is not None and unwhiten(r, None) is r
+    assert torch.equal(whiten(r, 0.0, None), r) and unwhiten(r, None) is r
+
+
+def test_whiten_is_the_unit_lower_triangular_matrix_it_names() -> None:
+    """``whiten`` = P (x - mean) with P's strictly-lower entries in ``tril_index`` order: the
+    inverse-pair test above passes for P^T or a mis-ordered P too, as long as both agree."""
+    gen = torch.Generator().manual_seed(2)
+    x, mean = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
+    lower = torch.randn(8, 6, generator=gen)
+    rows, cols = tril_index(4)
+    p = torch.eye(4).repeat(8, 1, 1)
+    p[:, rows, cols] = lower
+    want = (p @ (x - mean).unsqueeze(-1)).squeeze(-1)
+    for matmul in (False, True):
+        torch.testing.assert_close(whiten(x, mean, lower, matmul=matmul), want)
+    torch.testing.assert_close(unwhiten(want, lower), x - mean, atol=1e-5, rtol=1e-5)
 
 
 def test_full_head_starts_as_the_diagonal_head_and_adds_the_lower_triangle() -> None:

@@ -84,7 +84,10 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
     for who in ("vae_samples", "ground_truth"):
         assert {"k_data", "k_latent", "ari_data", "ari_latent"} <= set(metrics["clusters"][who])
     assert metrics["coverage"]["n_components"] == 4
-    assert 0 <= metrics["coverage"]["modes_captured"] <= 4
+    cov = metrics["coverage"]
+    # The count is the components whose share reaches min_capture of a perfect sampler's.
+    assert cov["captured"] == [r >= cov["min_capture"] for r in cov["capture_ratio"]]
+    assert cov["modes_captured"] == sum(cov["captured"])
     assert np.isfinite(metrics["nll"]["gap"])
     # Coverage (and its perfect-sampler reference) rests on analysis.coverage_samples (2000 in
     # debug=tiny), more than the 500 samples the rest of the evaluation draws.
@@ -228,8 +231,8 @@ def test_analysis_callback_appends_one_line_per_epoch_to_analysis_jsonl(analysis
     assert lines[0]["step"] < lines[1]["step"]
     for line in lines:
         assert set(ANALYSIS_SCALARS) <= set(line)
-        assert line["analysis/modes_captured"] in range(5)
-        assert 0.0 <= line["analysis/hq_fraction"] <= 1.0
+        # The scalars are the analysis' own coverage numbers, not a copy that drifted.
+        assert line["analysis/hq_fraction"] == line["metrics"]["coverage"]["hq_fraction"]
         assert line["metrics"]["coverage"]["modes_captured"] == line["analysis/modes_captured"]
         assert line["metrics"]["n_samples"] == 300  # analysis.n_samples of debug=tiny
         # The callbacks keep coverage on their own small sample (cheap, every few epochs).

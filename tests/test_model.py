@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -50,11 +52,31 @@ def test_samples_are_in_data_coordinates() -> None:
     torch.testing.assert_close(x.std(0), torch.tensor([0.01, 0.01]), atol=0.001, rtol=0)
 
 
-def test_kl_is_zero_when_posterior_equals_prior() -> None:
+@pytest.mark.parametrize(("bias", "kl"), [
+    ([0.0, 0.0, 0.0, 0.0], 0.0),  # q = p
+    # means (1, 0), log-variances (0, log 2): 0.5 + 0.5 * (2 - 1 - log 2) nats
+    ([1.0, 0.0, 0.0, math.log(2.0)], 0.5 + 0.5 * (1.0 - math.log(2.0))),
+])
+def test_kl_is_the_closed_form_at_and_away_from_the_prior(bias: list[float], kl: float) -> None:
     model = VAE(data_dim=2, latent_dim=2, hidden_dims=[8])
     torch.nn.init.zeros_(model.encoder[-1].weight)
-    torch.nn.init.zeros_(model.encoder[-1].bias)
-    assert model.loss_terms(torch.randn(16, 2))["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        model.encoder[-1].bias.copy_(torch.tensor(bias))  # [mean, log-variance] for every x
+    assert model.loss_terms(torch.randn(16, 2))["kl"].item() == pytest.approx(kl, abs=1e-6)
+
+
+def test_encode_and_sample_returns_the_variance_and_draws_from_it() -> None:
+    """The seed's interface returns sigma^2 (not log sigma^2, not sigma), and z ~ N(mean, it)."""
+    model = VAE(data_dim=2, latent_dim=2, hidden_dims=[8])
+    torch.nn.init.zeros_(model.encoder[-1].weight)
+    with torch.no_grad():
+        model.encoder[-1].bias.copy_(torch.tensor([1.0, -2.0, math.log(4.0), math.log(0.25)]))
+    torch.manual_seed(0)
+    mean, variance, z = model.encode_and_sample(torch.randn(100_000, 2))
+    torch.testing.assert_close(mean[0], torch.tensor([1.0, -2.0]))
+    torch.testing.assert_close(variance[0], torch.tensor([4.0, 0.25]))
+    torch.testing.assert_close(z.mean(0), torch.tensor([1.0, -2.0]), atol=0.02, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.tensor([2.0, 0.5]), atol=0.02, rtol=0)
 
 
 def test_iwae_matches_a_known_likelihood() -> None:
@@ -66,6 +88,27 @@ def test_iwae_matches_a_known_likelihood() -> None:
     x = torch.randn(50, 2) * 2.0  # N(0, 4I) in data coordinates
     expected = torch.distributions.Normal(0.0, 2.0).log_prob(x).sum(-1)
     torch.testing.assert_close(model.log_prob(x, k=16), expected, atol=1e-4, rtol=0)
+
+
+def test_iwae_weights_by_prior_over_posterior_when_they_differ() -> None:
+    """q(z|x) = N(0.5, 2) != p(z), p(x|z) = N(0, I): weights p(x) p(z) / q(z|x) average to
+    p(x), so with many samples the bound is tight; with one it is log p(x) - KL(q || p) on
+    average (0.278 nats). Swapping p and q, or dropping either, misses both. (q wider than p
+    keeps the weights bounded; a variance of 0.5 or less would give them infinite variance.)"""
+    model = VAE(data_dim=2, latent_dim=1, hidden_dims=[4])
+    for layer in (model.encoder[-1], model.decoder[-1]):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        model.encoder[-1].bias.copy_(torch.tensor([0.5, math.log(2.0)]))
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    exact = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    kl = 0.5 * (0.25 + 2.0 - 1.0 - math.log(2.0))
+    gap_many = float((exact - model.log_prob(x, k=4096)).mean())
+    gap_one = float((exact.repeat(200) - model.log_prob(x.repeat(200, 1), k=1)).mean())
+    assert abs(gap_many) < 0.01, gap_many  # |gap| measured <= 0.0007 on three seeds
+    assert gap_one == pytest.approx(kl, abs=0.02)
 
 
 def test_loss_decreases_on_a_tiny_run() -> None:

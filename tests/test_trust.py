@@ -405,3 +405,27 @@ def test_an_older_run_is_rebuilt_from_what_its_checkpoint_recorded(tmp_path: Pat
     again = evaluate_run(run_dir, "last")
     assert again["coverage"]["weights_tv"] == final["coverage"]["weights_tv"]
     assert again["nll"]["gap"] == final["nll"]["gap"]
+
+
+def test_resume_with_overrides_takes_them_and_keeps_the_rest_of_the_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resume=<dir> trainer.max_epochs=12 model.lr=0.001`` on a run stopped at epoch 4 of 8:
+    the new rate is used, the warm-up lengths stay those of the 8-epoch run."""
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    cfg = compose_config([*TINY, *QUIET, "data.n_samples=256", "trainer.max_epochs=8"])
+    _with_callbacks(monkeypatch, _stop_after(3))
+    pipeline.train(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    proc = run_script("train.py", [f"resume={run_dir}", "trainer.max_epochs=12",
+                                   "model.lr=0.001"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    last = _ckpt(run_dir / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 11
+    hp = last["hyper_parameters"]
+    assert hp["lr"] == 0.001
+    assert (hp["kl_warmup_epochs"], hp["decoder_var_warmup_epochs"]) == (2, 1)  # of 8, not 12
+    assert last["lr_segment"] == {"start_epoch": 4, "start_phase": 0.5, "end_epoch": 12}
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
