@@ -167,18 +167,22 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
     parts["data.n_samples"] = int(data.n_samples) * (d * (_F64 * 2 + _F32 * 2) + _I64 * 2)
     for key in ("n_val", "n_test"):
         parts[f"data.{key}"] = int(data[key]) * (d * (_F64 * 2 + _F32) + _I64)
-    params = _param_count(d, latent, hidden, str(model.likelihood), str(model.prior),
-                          int(model.prior_components), int(model.flow_hidden),
-                          int(model.flow_transforms), full_cov)
+    def params_with(latent_units: int) -> int:
+        return _param_count(d, latent_units, hidden, str(model.likelihood), str(model.prior),
+                            int(model.prior_components), int(model.flow_hidden),
+                            int(model.flow_transforms), full_cov)
+
     # Weights, gradients and Adam's two moments, float32; the best/last checkpoints copy them.
-    parts["model.hidden_dims"] = params * _F32 * 5
+    # What the latent's width adds is booked under it, so a huge latent names itself.
+    params, params_narrow = params_with(latent), params_with(1)
+    parts["model.hidden_dims"] = params_narrow * _F32 * 5
     batch = min(int(data.batch_size), int(data.n_samples))
     # One training step keeps every activation for backward (~3 copies of the widest layers),
     # and the mixture prior's Monte-Carlo KL its (B, C, L) terms.
-    step = batch * _F32 * (3 * (2 * sum(hidden) + 4 * latent + 4 * d
-                                + 3 * lower_outputs(d, full_cov))
-                           + 6 * prior_c * latent)
-    parts["data.batch_size"] = int(step)
+    parts["data.batch_size"] = int(batch * _F32 * 3 * (2 * sum(hidden) + 4 * d
+                                                       + 3 * lower_outputs(d, full_cov)))
+    parts["model.latent_dim"] = int((params - params_narrow) * _F32 * 5
+                                    + batch * _F32 * (3 * 4 * latent + 6 * prior_c * latent))
 
     if analysis.evaluate_at_end:
         n_eval, n_cov = int(analysis.eval_samples), int(analysis.coverage_samples)
@@ -250,15 +254,18 @@ def check_memory(cfg: Any, dim: int | None = None, available: int | None = None)
     avail = available_bytes() if available is None else available
     if avail is None or estimate.total <= avail:
         return estimate
-    setting = estimate.largest()
-    if setting == "evaluation chunk":  # fixed cost; only a tiny machine gets here
-        setting = "analysis.evaluate_at_end"
-    value = _select(cfg, setting)
+    part = estimate.largest()
+    if part == "evaluation chunk":  # a fixed cost; only a tiny machine gets here
+        raise ConfigError(
+            f"analysis.evaluate_at_end: the final evaluation does not fit in the memory "
+            f"available: this run needs about {_fmt(estimate.total)} "
+            f"({_fmt(estimate.parts[part])} of it for one evaluation chunk), {_fmt(avail)} is "
+            f"free; set analysis.evaluate_at_end=false or {ENV_SWITCH}=0 to try anyway")
     raise ConfigError(
-        f"{setting} is too large for the memory available: this run needs about "
-        f"{_fmt(estimate.total)} ({_fmt(estimate.parts.get(setting, 0))} of it for {setting}), "
-        f"{_fmt(avail)} is free; lower {setting} or set {ENV_SWITCH}=0 to try anyway "
-        f"(got {value})"
+        f"{part} is too large for the memory available: this run needs about "
+        f"{_fmt(estimate.total)} ({_fmt(estimate.parts[part])} of it for {part}), "
+        f"{_fmt(avail)} is free; lower {part} or set {ENV_SWITCH}=0 to try anyway "
+        f"(got {_select(cfg, part)})"
     )
 
 
