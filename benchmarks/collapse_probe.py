@@ -6,7 +6,7 @@
     python benchmarks/collapse_probe.py ring8 --recipe none --scale 3   # data variance 9
     python benchmarks/collapse_probe.py d10k8 --refit-every 25 --refit-final --diagnose
 
-The README's "Why the default collapsed on the ring" was measured with this script. It trains
+The docs/fidelity.md's "Posterior collapse on the ring" was measured with this script. It trains
 the project's own ``VAE`` (same loss, same prior, Adam with cosine decay) in a plain loop,
 without Lightning or evaluation, so a run of 300 epochs takes a minute, and prints per epoch
 the loss terms, the number of active latent units (posterior-mean variance > 0.01), and the
@@ -19,11 +19,11 @@ The plain loop has no prior refit unless asked: ``--refit-every N`` refits the m
 EM every N epochs after the KL warm-up and ``--refit-final`` after the last epoch (the default
 ``train.py`` recipe does both, N = a twelfth of training). p(x|z) has a full covariance as in
 ``train.py`` (``model.decoder_covariance``); ``--covariance diag`` gives the axis-aligned head
-that every measurement before it was made with (README, "Rounded components").
+that every measurement before it was made with (docs/fidelity.md, "Rounded components").
 
 ``--diagnose`` scores samples decoded from the aggregate posterior (z ~ q(z|x) of training
 points) beside samples decoded from the prior, and counts prior samples far from every
-posterior: off-mode samples that come from the prior alone are holes in the prior (README,
+posterior: off-mode samples that come from the prior alone are holes in the prior (docs/fidelity.md,
 "Holes in the prior"). ``--save`` / ``--load`` keep a trained model to diagnose again.
 
 Recipes: ``default`` (the config's: KL warm-up over a third of training, p(x|z) starting at

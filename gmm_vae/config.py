@@ -176,7 +176,7 @@ def resolve_latent_dim(latent_dim: int | None, data_dim: int) -> int:
     noise has to stand in for the last direction; where that direction holds separate modes (a
     3-D grid of tight components) noise cannot represent them, and the model smears them:
     measured on the 27-mode cube, HQ 0.90 of a perfect sampler's with D - 1, 0.996 with D
-    (README, "Why the default collapsed on the ring").
+    (docs/fidelity.md, "Posterior collapse on the ring").
     """
     return int(latent_dim) if latent_dim is not None else max(2, data_dim)
 

@@ -67,7 +67,7 @@ def whiten(x: torch.Tensor, mean: torch.Tensor, lower: torch.Tensor | None,
     rows, cols = tril_index(dim, r.device) if index is None else index
     products = lower * r[..., cols]
     if not (r.device.type == "cuda" if matmul is None else matmul):
-        # Sequential on the CPU, so deterministic; the README's numbers were measured with it.
+        # Sequential on the CPU, so deterministic; the documented numbers were measured with it.
         return r.index_add(-1, rows, products)
     sel = row_selector(dim, r.device) if selector is None else selector
     return r + products @ sel.to(r.dtype)

@@ -121,8 +121,9 @@ class VAE(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         # Manual optimisation: one backward and one Adam step per batch, without Lightning's
-        # closure machinery, which costs more than this tiny model's maths (README,
-        # "Performance"). Precision plugins and DDP still apply via manual_backward/optimizers().
+        # closure machinery, which costs more than this tiny model's maths
+        # (docs/performance.md). Precision plugins and DDP still apply via manual_backward /
+        # optimizers().
         self.automatic_optimization = False
         self._acc: dict[str, torch.Tensor | int] = {"count": 0}
         # The CUDA-graph step (gmm_vae.graphed_step), built at the first training step on CUDA.
@@ -150,7 +151,7 @@ class VAE(L.LightningModule):
         self.register_buffer("tril_index", tril_index(data_dim), persistent=False)
         self.register_buffer("row_selector", row_selector(data_dim), persistent=False)
         if likelihood == "gaussian" and decoder_init_log_var:
-            # Start p(x|z) narrow: see README "Why the default collapsed on the ring".
+            # Start p(x|z) narrow: see docs/fidelity.md, "Posterior collapse on the ring".
             with torch.no_grad():
                 self.decoder[-1].bias[data_dim:2 * data_dim] = decoder_init_log_var
         if self.full_cov:
@@ -271,7 +272,7 @@ class VAE(L.LightningModule):
 
         The data module hands over ``data.steps_per_call`` mini-batches per Lightning step, so
         Lightning's per-step bookkeeping is paid once per group instead of once per mini-batch
-        (README, "Performance"). Each mini-batch still gets its own forward, backward and Adam
+        (docs/performance.md). Each mini-batch still gets its own forward, backward and Adam
         step, exactly as if it had come alone.
         """
         batches = batch if isinstance(batch, list | tuple) else [batch]
@@ -433,7 +434,8 @@ class VAE(L.LightningModule):
         """Refit the mixture prior by EM to one q(z|x) sample per point of normalised ``x``.
 
         The prior that maximises the ELBO is the aggregate posterior; SGD leaves components
-        straddling gaps between posterior clusters, EM does not (README, "Holes in the prior").
+        straddling gaps between posterior clusters, EM does not (docs/fidelity.md, "Holes in
+        the prior").
         At most ``max_points`` points (a seeded subset), so the cost stays bounded. Returns the
         mean log p(z) before and after (kept only when it improved). Global RNG untouched.
         """

@@ -110,8 +110,10 @@ def check_checkpoint(path: Path, setting: str) -> dict[str, Any]:
 
 def quiet_lightning() -> None:
     """Silence Lightning's advice that does not apply to in-memory tensor batches."""
+    # best.ckpt's monitor exists only on validation epochs (trainer.check_val_every_n_epoch).
     for pattern in (".*does not have many workers.*", ".*number of training batches.*",
-                    ".*LeafSpec.*", ".*litlogger.*"):
+                    ".*LeafSpec.*", ".*litlogger.*",
+                    r".*ModelCheckpoint\(monitor='val/nelbo'\) could not find.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

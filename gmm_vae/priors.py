@@ -108,8 +108,8 @@ class MixturePrior(nn.Module):
 
         Trained by gradient steps alone, the mixture gets stuck with a component straddling
         two clusters of posteriors: it puts prior mass in the hole between them, and every
-        sample drawn there decodes off-mode (README, "Holes in the prior"). EM from a k-means
-        start does not get stuck there. ``z`` should be samples of the aggregate posterior
+        sample drawn there decodes off-mode (docs/fidelity.md, "Holes in the prior"). EM from
+        a k-means start does not get stuck there. ``z`` should be samples of the aggregate posterior
         q(z) = mean_x q(z|x): the prior that maximises the ELBO's E_q[log p(z)] term.
         Returns the mean log p(z) before and after (after >= before).
         """

@@ -29,8 +29,8 @@ def log_var_ceiling(epoch: int, init_log_var: float, warmup_epochs: int) -> floa
     Rises linearly from ``init_log_var`` to 0 (the variance of standardised data) over
     ``warmup_epochs``, then lifts (infinity: only the model's own bound is left). Capped,
     p(x|z) cannot explain a direction of the data as noise before the encoder has learned it:
-    with learned variance that is a stable dead end ("Why the default collapsed on the
-    ring", README).
+    with learned variance that is a stable dead end (docs/fidelity.md, "Posterior collapse on the
+    ring").
     """
     if warmup_epochs <= 0 or epoch >= warmup_epochs:
         return math.inf

@@ -10,8 +10,8 @@ check the instruments on (e.g. "the truth's cluster count is K for every suite m
   components of std 0.01 on a circle of radius 1; 25 of std 0.05 on {-4, -2, 0, 2, 4}^2.
 - ``cube27`` (3-D grid {-2, 0, 2}^3, std 0.05) and ``cross10`` (5-D, +-2 e_i, anisotropic tight
   covariances): tight modes on symmetric layouts in higher dimension. Symmetric layouts are the
-  hard case: their standardised covariance is the identity, see README "Why the default
-  collapsed on the ring".
+  hard case: their standardised covariance is the identity, see docs/fidelity.md "Posterior
+  collapse on the ring".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The default recipe does not collapse on a tight mixture; without its warm-up it does.
 
 The literature's ring (8 components of std 0.01 on a unit circle) collapsed the earlier default
-on every seed: one Gaussian over the data (README, "Why the default collapsed on the ring"). A
+on every seed: one Gaussian over the data (docs/fidelity.md, "Posterior collapse on the ring"). A
 short run is enough to see the difference: collapse is decided in the first epochs.
 """
 

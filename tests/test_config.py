@@ -58,7 +58,7 @@ def test_defaults_are_the_documented_ones(compose_cfg) -> None:
     assert config_mod.resolve_latent_dim(None, 10) == 10
     assert config_mod.resolve_latent_dim(5, 10) == 5
     assert (cfg.model.likelihood, cfg.model.prior) == ("gaussian", "mog")
-    assert cfg.model.decoder_covariance == "full"  # README, "Rounded components"
+    assert cfg.model.decoder_covariance == "full"  # docs/fidelity.md, "Rounded components"
     # prior_refit_every: auto = a twelfth of training (25 of the default 300 epochs).
     assert cfg.model.prior_refit_every is None
     assert config_mod.resolve_auto_epochs("prior_refit_every", None, 300) == 25

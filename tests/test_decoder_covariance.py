@@ -3,7 +3,7 @@
 With an axis-aligned p(x|z) the decoder's noise stood at about each component's smallest std
 on every data axis; a thin component rotated off the axes had to be drawn by the code alone,
 and came out rounded (random tight anisotropic 5-D mixtures: HQ 0.93-0.95 of a perfect
-sampler's, NLL gap 0.11-0.15 nats; README, "Rounded components"). The full head writes the
+sampler's, NLL gap 0.11-0.15 nats; docs/fidelity.md, "Rounded components"). The full head writes the
 precision of p(x|z) as P^T diag(exp(-log_var)) P with P unit lower-triangular. These tests pin
 its density and its samples to a known Gaussian, and check that on a thin rotated mixture it
 learns what the diagonal head cannot.

@@ -297,7 +297,7 @@ def short_run(tmp_path: Path, overrides: list[str]) -> dict:
 
 def test_seed_reproduction_captures_fewer_modes_than_truth(tmp_path: Path) -> None:
     """The study's sigmoid/MSE VAE with an N(0, I) prior: its posterior collapses and its
-    samples cover none of the four components (README, "Fidelity")."""
+    samples cover none of the four components (docs/fidelity.md)."""
     m = short_run(tmp_path, ["experiment=seed_reproduction"])
     cov = m["coverage"]
     assert cov["n_components"] == 4 and m["coverage_truth"]["modes_captured"] == 4

@@ -1,7 +1,7 @@
 """Pins for the Lightning internals the fast training step relies on.
 
 ``VAE.training_step`` skips Lightning's ``manual_backward`` / ``LightningOptimizer.step`` on one
-device in 32-bit (they cost more than this model's maths, README "Performance") and reaches into
+device in 32-bit (they cost more than this model's maths, docs/performance.md) and reaches into
 three private names instead. Each test below fails if a Lightning upgrade changes one of them,
 instead of letting the fast path silently switch off or the step counts silently drift.
 """

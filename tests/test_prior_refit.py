@@ -3,9 +3,9 @@
 Trained by gradient steps alone, the learned mixture prior ended some runs with a component
 straddling two clusters of posteriors; samples drawn from it decoded between modes (the grid's
 seeds 1 and 3: 4-7% of prior samples over 3 posterior sds from every posterior mean, HQ 0.94 of
-a perfect sampler's; README, "Holes in the prior"). These tests give the refit a prior that is
-wrong in exactly that way and check it comes back right, and that a run ends with the refitted
-prior in memory and in its last.ckpt.
+a perfect sampler's; docs/fidelity.md, "Holes in the prior"). These tests give the refit a prior
+that is wrong in exactly that way and check it comes back right, and that a run ends with the
+refitted prior in memory and in its last.ckpt.
 """
 
 from __future__ import annotations
