@@ -62,6 +62,12 @@ def test_lower_layers_never_import_the_cli_or_pipeline() -> None:
         assert not graph[low] & {"cli", "pipeline", "rerun"}, (low, graph[low])
 
 
+def test_the_evaluation_takes_the_plain_vae_not_the_training_module() -> None:
+    graph = import_graph()
+    for low in ("model", "evaluation", "report", "metrics", "plots"):
+        assert "training" not in graph[low], (low, graph[low])
+
+
 def imported_names(module: str) -> set[str]:
     """Every top-level package ``module`` (a file of gmm_vae) imports, anywhere in the file."""
     names: set[str] = set()
