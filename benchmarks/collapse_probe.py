@@ -103,12 +103,11 @@ def main() -> None:
     kl_share, init, cap_share = RECIPES[args.recipe]
     if args.init_log_var is not None:
         init = args.init_log_var
+    warm, cap_epochs = int(args.epochs * kl_share), int(args.epochs * cap_share)
     torch.manual_seed(args.seed)
     model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
                 hidden_dims=args.hidden, decoder_covariance=args.covariance,
-                prior_components=64, lr=args.lr, lr_schedule="cosine",
-                kl_warmup_epochs=int(args.epochs * kl_share), decoder_init_log_var=init,
-                decoder_var_warmup_epochs=int(args.epochs * cap_share),
+                prior_components=64, decoder_init_log_var=init, cap_log_var=cap_epochs > 0,
                 data_shift=dm.normalizer.shift.tolist(),
                 data_scale=(dm.normalizer.scale / args.scale).tolist())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
@@ -116,12 +115,11 @@ def main() -> None:
     x = dm.t_train * args.scale
     gen = torch.Generator().manual_seed(args.seed)
     every = args.every or max(1, args.epochs // 15)
-    warm = model.hparams.kl_warmup_epochs
     start = time.perf_counter()
     if args.load:
         model.load_state_dict(torch.load(args.load))
     for epoch in range(0 if args.load else args.epochs):
-        model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(epoch))
+        model.set_log_var_ceiling(schedules.log_var_ceiling(epoch, init, cap_epochs))
         beta = schedules.kl_weight(epoch, 1.0, warm)
         sums, n = np.zeros(3), 0
         for idx in torch.randperm(len(x), generator=gen).split(args.batch):
@@ -144,7 +142,7 @@ def main() -> None:
             print(f"epoch {epoch:3d}  loss {sums[0] / n:7.3f}  recon {sums[1] / n:7.3f}  "
                   f"kl {sums[2] / n:6.3f}  beta {beta:.2f}  active units {active}  "
                   f"decoder log-var per axis [{axes}]", flush=True)
-    model.log_var_ceiling.fill_(model.decoder_log_var_ceiling(args.epochs))
+    model.set_log_var_ceiling(schedules.log_var_ceiling(args.epochs, init, cap_epochs))
     model.eval()
     if args.refit_final:
         before, after = model.refit_prior(x, seed=args.seed)

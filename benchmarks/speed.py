@@ -69,8 +69,9 @@ class RawLoop:
 
     def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
         dm = build_datamodule(cfg)
-        self.model = build_model(cfg, dm)
-        self.opt = self.model.configure_optimizers()  # the same (fused) Adam Lightning uses
+        module = build_model(cfg, dm)
+        self.vae, self.kl_weight = module.vae, module.kl_weight()
+        self.opt = module.configure_optimizers()  # the same (fused) Adam Lightning uses
         self.data, self.batch_size = dm.t_train, int(cfg.data.batch_size)
         self.batches: list[torch.Tensor] = []
 
@@ -82,7 +83,7 @@ class RawLoop:
                 perm = self.data[torch.randperm(len(self.data))]
                 self.batches = list(perm.split(self.batch_size))[::-1]
             batch = self.batches.pop()
-            loss = self.model.loss_terms(batch)["loss"]
+            loss = self.vae.loss_terms(batch, self.kl_weight)["loss"]
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -1,10 +1,11 @@
 """Analysis during training: metrics every few epochs, t-SNE figures less often.
 
 Both callbacks act at the end of a training epoch (``on_train_epoch_end`` runs whether or not
-validation is on, and after it when it is), on global rank 0 only, and only orchestrate:
-``evaluation.evaluate_model`` computes, ``plots`` draws. They must not change training: every
-RNG they touch (torch CPU and CUDA, NumPy's and Python's global ones) is restored afterwards, so
-a run with analysis has exactly the weights of the same run without it.
+validation is on, and after it when it is), on global rank 0 only, and only orchestrate, on the
+training module's plain VAE (``pl_module.vae``): ``evaluation.evaluate_model`` computes,
+``plots`` draws. They must not change training: every RNG they touch (torch CPU and CUDA,
+NumPy's and Python's global ones) is restored afterwards, so a run with analysis has exactly
+the weights of the same run without it.
 
 Epoch numbers in logs and file names count completed epochs (1 after the first epoch).
 """
@@ -27,6 +28,7 @@ from omegaconf import DictConfig
 from gmm_vae import plots
 from gmm_vae.evaluation import EvalSettings, evaluate_model, settings_from_cfg
 from gmm_vae.io import atomic_write_text
+from gmm_vae.model import VAE
 from gmm_vae.report import json_safe, lookup, single_threaded_openmp
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ class AnalysisCallback(L.Callback):
         epoch, step = trainer.current_epoch + 1, trainer.global_step
         try:
             with preserved_rng(), single_threaded_openmp():
-                ev = evaluate_model(pl_module, dm.gmm, dm.x_test, self.settings,  # type: ignore
+                ev = evaluate_model(pl_module.vae, dm.gmm, dm.x_test, self.settings,  # type: ignore
                                     seed=self.seed, cache=self._truth_cache)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -188,7 +190,7 @@ class TSNECallback(L.Callback):
             return
         epoch = trainer.current_epoch + 1
         try:
-            figures = self._figures(pl_module, dm, epoch)
+            figures = self._figures(pl_module.vae, dm, epoch)
         except Exception as exc:
             log.warning("t-SNE at epoch %d failed: %s", epoch,
                         f"{type(exc).__name__}: {exc}".splitlines()[0])
@@ -196,7 +198,7 @@ class TSNECallback(L.Callback):
         self._publish(trainer, figures, epoch)
 
     @torch.no_grad()
-    def _figures(self, model: Any, dm: Any, epoch: int) -> dict[str, Any]:
+    def _figures(self, model: VAE, dm: Any, epoch: int) -> dict[str, Any]:
         n = min(self.tsne_points, len(dm.x_test))
         was_training = model.training
         model.eval()

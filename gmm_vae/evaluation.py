@@ -82,7 +82,7 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
     """``model.sample(n)`` as float64 numpy, in chunks (a million at once would hold GBs of
     decoder activations), fewer when a wide decoder would pass the memory budget."""
     chunk = rows_per_chunk(sample_bytes_per_row(model.latent_dim, model.data_dim,
-                                                list(model.hparams.hidden_dims), model.full_cov),
+                                                list(model.hidden_dims), model.full_cov),
                            cap=chunk)
     parts = [model.sample(min(chunk, n - i)).double().cpu().numpy() for i in range(0, n, chunk)]
     return np.concatenate(parts) if parts else np.empty((0, model.data_dim))

@@ -23,7 +23,7 @@ training exactly what the eager step does:
 Nothing here syncs the host: the returned loss terms stay on the device.
 
 Only for CUDA, one device, 32-bit, no gradient clipping, and priors without data-dependent host
-control flow (``VAE`` decides; see ``VAE._graphs_ok``). Tested against the eager step in
+control flow (``training.VAEModule`` decides: ``_graphed_step``). Tested against the eager step in
 ``tests/test_gpu.py`` where a GPU exists.
 """
 

@@ -23,12 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from gmm_vae import config as config_mod
 from gmm_vae import rundir
 from gmm_vae.callbacks import AtomicCheckpointIO, build_callbacks
-from gmm_vae.checkpoints import check_weights, read_checkpoint, saved_step
+from gmm_vae.checkpoints import check_weights, checkpoint_lr_segment, read_checkpoint, saved_step
 from gmm_vae.data import GMMDataModule
 from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
 from gmm_vae.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.io import atomic_write_json
-from gmm_vae.model import VAE, checkpoint_lr_segment
+from gmm_vae.training import VAEModule
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def build_datamodule(cfg: DictConfig) -> GMMDataModule:
 
 
 def model_kwargs(cfg: DictConfig, dm: GMMDataModule) -> dict[str, Any]:
-    """The VAE's arguments for ``cfg.model`` on ``dm``: auto settings resolved, normaliser in."""
+    """The training module's arguments for ``cfg.model`` on ``dm``: auto settings resolved,
+    normaliser in."""
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
     kwargs["latent_dim"] = config_mod.resolve_latent_dim(kwargs["latent_dim"], dm.dim)
     for key in config_mod.AUTO_EPOCHS:
@@ -59,8 +60,8 @@ def model_kwargs(cfg: DictConfig, dm: GMMDataModule) -> dict[str, Any]:
 
 
 def build_model(cfg: DictConfig, dm: GMMDataModule, checkpoint: dict[str, Any] | None = None,
-                explicit: Sequence[str] = ()) -> VAE:
-    """The VAE of ``cfg.model``, carrying the data module's normaliser.
+                explicit: Sequence[str] = ()) -> VAEModule:
+    """The VAE of ``cfg.model`` in its training module, carrying the data module's normaliser.
 
     With a ``checkpoint`` (resume, evaluate) the model is the one the checkpoint recorded: its
     own hyper-parameters, as resolved when it was trained, so a run written before a setting
@@ -71,14 +72,14 @@ def build_model(cfg: DictConfig, dm: GMMDataModule, checkpoint: dict[str, Any] |
     fresh = model_kwargs(cfg, dm)
     recorded = (checkpoint or {}).get("hyper_parameters")
     if not isinstance(recorded, dict):
-        return VAE(**fresh)
-    accepted = set(inspect.signature(VAE.__init__).parameters) - {"self"}
+        return VAEModule(**fresh)
+    accepted = set(inspect.signature(VAEModule.__init__).parameters) - {"self"}
     kwargs = {k: v for k, v in recorded.items() if k in accepted}
     for key in explicit:
         name = key.split(".", 1)[-1]
         if (key.startswith("model.") or key == "trainer.gradient_clip_val") and name in fresh:
             kwargs[name] = fresh[name]
-    return VAE(**kwargs)
+    return VAEModule(**kwargs)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
@@ -167,7 +168,7 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
 
 
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GMMDataModule,
-                      model: VAE, started: float, rank_zero: bool) -> float:
+                      model: VAEModule, started: float, rank_zero: bool) -> float:
     """Fit, check the checkpoint landed, evaluate; ``status.json`` says how it ended."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero:
@@ -190,7 +191,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GM
             # Lightning moves the model back to the CPU after fit; the evaluation (1M coverage
             # samples, IWAE) runs where training ran.
             model.to(trainer.strategy.root_device)
-            evaluation = write_evaluation(run_dir, model, dm, cfg, ckpt_label="final",
+            evaluation = write_evaluation(run_dir, model.vae, dm, cfg, ckpt_label="final",
                                           n_samples=int(cfg.analysis.eval_samples),
                                           seed=int(cfg.seed))
             log_hparams(trainer, cfg, evaluation)
@@ -335,7 +336,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any])
         return
     params = {k: OmegaConf.select(cfg, k) for k in HPARAM_KEYS}
     params["model.hidden_dims"] = str(list(cfg.model.hidden_dims))
-    params["model.latent_dim"] = int(trainer.lightning_module.latent_dim)  # resolved if auto
+    params["model.latent_dim"] = int(trainer.lightning_module.vae.latent_dim)  # resolved if auto
     cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
     metrics = {"hp/modes_captured": cov.get("modes_captured"), "hp/hq_ratio": cov.get("hq_ratio"),
                "hp/weights_tv": cov.get("weights_tv"), "hp/nll_gap": nll.get("gap"),

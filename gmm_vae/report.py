@@ -2,9 +2,10 @@
 
 ``write_evaluation`` is called at the end of training (``analysis.evaluate_at_end``) and by
 ``evaluate.py`` through ``gmm_vae.rerun.evaluate_run``, which rebuilds a trained model from a run
-directory alone. This module renders and writes; it never imports the training pipeline or the
-command-line layer (they import it). Every file is written atomically, so a killed evaluation
-never leaves a file that looks complete but is not.
+directory alone; both hand over the plain VAE (``gmm_vae.model``). This module renders and
+writes; it never imports the training pipeline or the command-line layer (they import it).
+Every file is written atomically, so a killed evaluation never leaves a file that looks
+complete but is not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 if TYPE_CHECKING:
 
     from gmm_vae.gmm import GMM
+    from gmm_vae.model import VAE
 
 # torch, Lightning, SciPy and the plotting stack are imported where they are used: together they
 # take seconds to import, and ``evaluate.py`` should reject a mistyped run_dir instantly.
@@ -122,7 +124,7 @@ def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
 # ----------------------------------------------------------------------- the evaluation
 
 
-def write_evaluation(run_dir: str | Path, model: Any, datamodule: Any, cfg: DictConfig,
+def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: DictConfig,
                      ckpt_label: str, n_samples: int, seed: int = 0) -> dict[str, Any]:
     """Evaluate ``model`` against ``datamodule.gmm`` and write ``<run_dir>/evaluation/``.
 

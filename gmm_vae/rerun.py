@@ -1,8 +1,9 @@
 """Rebuild a trained run from its directory alone and evaluate it again (``evaluate.py``).
 
 Reads the run's saved config, mixture and checkpoint, rebuilds data module and model through the
-training pipeline's own builders, and hands the model to ``report.write_evaluation``. Every user
-mistake is a one-line ConfigError; turning it into an exit code is the CLI layer's job.
+training pipeline's own builders, and hands the trained VAE to ``report.write_evaluation``.
+Every user mistake is a one-line ConfigError; turning it into an exit code is the CLI layer's
+job.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gmm_vae.checkpoints import check_weights, read_checkpoint
+from gmm_vae.checkpoints import check_weights, read_checkpoint, upgraded_state_dict
 from gmm_vae.config import check_seed
 from gmm_vae.errors import ConfigError
 from gmm_vae.report import EVAL_DIR, FIGURES, format_summary, write_evaluation
@@ -67,10 +68,10 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     pipeline.quiet_lightning()
     dm = datamodule_for_run(cfg, run_dir)
     # The model the checkpoint recorded (its own hyper-parameters), not today's defaults.
-    model = pipeline.build_model(cfg, dm, checkpoint=state)
-    load_weights(model, state, label)
-    model.eval()
-    metrics = write_evaluation(run_dir, model, dm, cfg, label, n, seed)
+    module = pipeline.build_model(cfg, dm, checkpoint=state)
+    load_weights(module, state, label)
+    vae = module.vae.eval()
+    metrics = write_evaluation(run_dir, vae, dm, cfg, label, n, seed)
     out = run_dir / EVAL_DIR
     print("\n".join([
         format_summary(metrics),
@@ -133,9 +134,10 @@ def load_checkpoint(path: Path, label: str) -> dict[str, Any]:
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Any], label: str) -> None:
-    """Load the checkpoint's weights, naming the first mismatches if it is another model's."""
+    """Load the checkpoint's weights into the training module ``model``, naming the first
+    mismatches if it is another model's (either key layout: ``upgraded_state_dict``)."""
     check_weights(model, state, f"ckpt={label}", "the run's config")
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(upgraded_state_dict(state["state_dict"]))
 
 
 def _same_gmm(a: GMM, b: GMM) -> bool:

@@ -60,3 +60,90 @@ def test_lower_layers_never_import_the_cli_or_pipeline() -> None:
     for low in ("report", "evaluation", "metrics", "callbacks", "analysis_callbacks", "model",
                 "data", "gmm", "summarize"):
         assert not graph[low] & {"cli", "pipeline", "rerun"}, (low, graph[low])
+
+
+def test_the_evaluation_takes_the_plain_vae_not_the_training_module() -> None:
+    graph = import_graph()
+    for low in ("model", "evaluation", "report", "metrics", "plots"):
+        assert "training" not in graph[low], (low, graph[low])
+
+
+def imported_names(module: str) -> set[str]:
+    """Every top-level package ``module`` (a file of gmm_vae) imports, anywhere in the file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_model_does_not_import_lightning() -> None:
+    """The VAE is a plain torch module (STYLE, "A model you can hold in one hand"); the
+    LightningModule that trains it is ``training.VAEModule``."""
+    names = imported_names("model")
+    assert "torch" in names  # the walk sees the file's imports
+    assert not names & {"lightning", "pytorch_lightning"}, names
+    assert "lightning" in imported_names("training")
+    # Nor does any module it imports, directly or through others.
+    graph, seen, todo = import_graph(), set(), ["model"]
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        assert not imported_names(module) & {"lightning", "pytorch_lightning"}, module
+        todo.extend(graph[module] - seen)
+
+
+PLAIN_USE = """
+import dataclasses
+import sys
+
+import torch
+
+from gmm_vae.model import VAE
+
+torch.manual_seed(0)
+gen = torch.Generator().manual_seed(1)
+centres = torch.tensor([[-3.0, 0.0], [3.0, 0.0]])
+x = centres[torch.randint(0, 2, (512,), generator=gen)] + 0.3 * torch.randn(512, 2, generator=gen)
+vae = VAE(data_dim=2, latent_dim=2, hidden_dims=[32, 32], prior="mog", prior_components=4,
+          decoder_covariance="full", data_shift=[0.0, 0.0], data_scale=[3.0, 0.3])
+xn = vae.normalize(x)
+opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+losses = []
+for step in range(60):
+    terms = vae.loss_terms(xn[(step % 4) * 128:(step % 4 + 1) * 128])
+    opt.zero_grad()
+    terms["loss"].backward()
+    opt.step()
+    losses.append(float(terms["loss"]))
+assert set(terms) == {"loss", "recon", "kl"}
+assert sum(losses[-4:]) < sum(losses[:4]), losses
+vae.eval()
+samples = vae.sample(1000)
+assert samples.shape == (1000, 2) and torch.isfinite(samples).all()
+assert samples[:, 0].abs().mean() > 1.0  # in data units: the two centres are at x = -3, 3
+log_p = vae.log_prob(x[:100], k=16)
+assert log_p.shape == (100,) and torch.isfinite(log_p).all()
+codes = vae.embed(x[:100])
+assert codes.shape == (100, 2)
+# The config is a record of the arguments: it rebuilds the same architecture.
+rebuilt = VAE(**dataclasses.asdict(vae.config))
+assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+    k: v.shape for k, v in vae.state_dict().items()}
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+assert not loaded, loaded
+print("ok")
+"""
+
+
+def test_the_plain_vae_trains_samples_and_scores_without_lightning() -> None:
+    """Build, a few Adam steps on ``loss_terms``, ``sample``, ``log_prob``, ``embed``: in a
+    fresh interpreter in which Lightning is never imported."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PLAIN_USE], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=PACKAGE.parent)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -173,12 +173,12 @@ def test_evaluate_run_rejects_a_checkpoint_of_another_model(run_dir: Path,
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     state = ckpt["state_dict"]
-    state["encoder.0.weight"] = torch.zeros(64, 3)
-    del state["decoder.0.bias"]
+    state["vae.encoder.0.weight"] = torch.zeros(64, 3)
+    del state["vae.decoder.0.bias"]
     other = tmp_path / "other.ckpt"
     torch.save(ckpt, other)
     with pytest.raises(ConfigError, match=r"^ckpt=.*other\.ckpt: does not match the run's "
-                       r"config \(missing decoder\.0\.bias; shape .* encoder\.0\.weight "
+                       r"config \(missing vae\.decoder\.0\.bias; shape .* vae\.encoder\.0\.weight "
                        r"\[64, 3\] vs \[32, 3\]\)$"):
         evaluate_run(run_dir, str(other), 100)
 

@@ -13,16 +13,17 @@ import torch
 from gmm_vae.data import GMMDataModule
 from gmm_vae.graphed_step import WARMUP_STEPS, GraphedStep
 from gmm_vae.model import VAE
+from gmm_vae.training import VAEModule
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = torch.device("cuda")
 
 
-def _model(seed: int = 0, **kwargs: object) -> VAE:
+def _model(seed: int = 0, **kwargs: object) -> VAEModule:
     torch.manual_seed(seed)
-    return VAE(data_dim=3, hidden_dims=[32, 32], prior="mog", prior_components=8,
-               **kwargs).to(CUDA)  # type: ignore[arg-type]
+    return VAEModule(data_dim=3, hidden_dims=[32, 32], prior="mog", prior_components=8,
+                     **kwargs).to(CUDA)  # type: ignore[arg-type]
 
 
 def _batches(n_steps: int) -> list[torch.Tensor]:
@@ -44,7 +45,7 @@ def test_graphed_steps_give_the_eager_losses_and_weights(no_noise: None) -> None
     opt_g = torch.optim.Adam(graphed.parameters(), lr=2e-3, fused=True)
     step = GraphedStep(graphed._stacked_terms, opt_g, CUDA)
     for i, x in enumerate(_batches(40)):
-        terms = eager.loss_terms(x)
+        terms = eager.vae.loss_terms(x)
         opt_e.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt_e.step()
@@ -72,7 +73,7 @@ def test_replays_read_the_current_kl_weight_and_learning_rate(no_noise: None) ->
     for epoch in range(4):
         weight = (epoch + 1) / 4
         for _ in range(WARMUP_STEPS + 2):
-            terms = eager.loss_terms(x, kl_weight=weight)
+            terms = eager.vae.loss_terms(x, kl_weight=weight)
             opt_e.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt_e.step()
@@ -88,8 +89,8 @@ def test_fit_on_gpu_matches_between_graphed_and_eager_steps() -> None:
     for graphs in (True, False):
         L.seed_everything(0, verbose=False)
         dm = GMMDataModule(n_samples=1000, n_val=200, n_test=200, batch_size=64)
-        model = VAE(data_dim=3, hidden_dims=[32, 32], prior="mog", prior_components=8,
-                    lr_schedule="cosine", kl_warmup_epochs=2, cuda_graphs=graphs)
+        model = VAEModule(data_dim=3, hidden_dims=[32, 32], prior="mog", prior_components=8,
+                          lr_schedule="cosine", kl_warmup_epochs=2, cuda_graphs=graphs)
         trainer = L.Trainer(max_epochs=2, accelerator="gpu", devices=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False)

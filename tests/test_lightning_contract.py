@@ -1,9 +1,10 @@
 """Pins for the Lightning internals the fast training step relies on.
 
-``VAE.training_step`` skips Lightning's ``manual_backward`` / ``LightningOptimizer.step`` on one
-device in 32-bit (they cost more than this model's maths, docs/performance.md) and reaches into
-three private names instead. Each test below fails if a Lightning upgrade changes one of them,
-instead of letting the fast path silently switch off or the step counts silently drift.
+``VAEModule.training_step`` skips Lightning's ``manual_backward`` / ``LightningOptimizer.step``
+on one device in 32-bit (they cost more than this model's maths, docs/performance.md) and
+reaches into three private names instead. Each test below fails if a Lightning upgrade changes
+one of them, instead of letting the fast path silently switch off or the step counts silently
+drift.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lightning.pytorch.loggers import Logger
 from gmm_vae.data import GMMDataModule, epoch_permutation
 from gmm_vae.graphed_step import make_capturable
 from gmm_vae.model import VAE
+from gmm_vae.training import VAEModule
 
 # 512 points in batches of 64: 8 optimiser steps per epoch, in Lightning steps of 3, 3 and 2.
 STEPS_PER_EPOCH, EPOCHS = 8, 2
@@ -58,10 +60,10 @@ class FastPathProbe(L.Callback):
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[L.Trainer, VAE, RecordingLogger, FastPathProbe]:
+def fitted() -> tuple[L.Trainer, VAEModule, RecordingLogger, FastPathProbe]:
     L.seed_everything(0, verbose=False)
     dm = GMMDataModule(n_samples=512, n_val=64, n_test=64, batch_size=64, steps_per_call=3)
-    model = VAE(data_dim=3, hidden_dims=[8], prior="mog", prior_components=4)
+    model = VAEModule(data_dim=3, hidden_dims=[8], prior="mog", prior_components=4)
     logger, probe = RecordingLogger(), FastPathProbe()
     trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", devices=1, logger=logger,
                         callbacks=[probe], log_every_n_steps=4, enable_checkpointing=False,
@@ -122,10 +124,10 @@ def test_data_stays_where_it_is_on_cpu() -> None:
 
 def test_loss_terms_take_the_kl_weight_as_a_tensor() -> None:
     """The graph step passes the KL weight as a device tensor: same numbers as the float."""
-    model = VAE(data_dim=3, hidden_dims=[8], prior="mog", prior_components=4, beta=0.5)
+    model = VAE(data_dim=3, hidden_dims=[8], prior="mog", prior_components=4)
     x = torch.randn(32, 3)
     torch.manual_seed(1)
-    as_float = model.loss_terms(x)
+    as_float = model.loss_terms(x, kl_weight=0.5)
     torch.manual_seed(1)
     as_tensor = model.loss_terms(x, kl_weight=torch.tensor(0.5))
     for k in as_float:

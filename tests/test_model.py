@@ -10,6 +10,7 @@ import torch
 
 from gmm_vae.data import GMMDataModule
 from gmm_vae.model import VAE
+from gmm_vae.training import VAEModule
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "sigmoid"])
@@ -114,11 +115,11 @@ def test_iwae_weights_by_prior_over_posterior_when_they_differ() -> None:
 def test_loss_decreases_on_a_tiny_run() -> None:
     L.seed_everything(0, verbose=False)
     dm = GMMDataModule(n_samples=1024, n_val=256, n_test=256, batch_size=64)
-    model = VAE(data_dim=3, hidden_dims=[32, 32], lr=3e-3)
-    before = model.loss_terms(dm.t_val)["loss"].item()
+    model = VAEModule(data_dim=3, hidden_dims=[32, 32], lr=3e-3)
+    before = model.vae.loss_terms(dm.t_val)["loss"].item()
     trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
     with torch.no_grad():
-        after = model.loss_terms(dm.t_val)["loss"].item()
+        after = model.vae.loss_terms(dm.t_val)["loss"].item()
     assert after < before - 0.5, (before, after)

@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from gmm_vae.data import GMMDataModule
-from gmm_vae.model import VAE
 from gmm_vae.priors import MixturePrior
+from gmm_vae.training import VAEModule
 
 CENTRES = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
 WEIGHTS = torch.tensor([0.5, 0.3, 0.2])
@@ -78,15 +78,15 @@ def test_refit_is_deterministic_and_keeps_the_prior_when_it_cannot_improve() -> 
 
 
 def test_refit_schedule_follows_the_warmup_and_ends_on_the_last_epoch() -> None:
-    model = VAE(data_dim=3, prior="mog", prior_components=4, kl_warmup_epochs=100,
-                prior_refit_every=25)
+    model = VAEModule(data_dim=3, prior="mog", prior_components=4, kl_warmup_epochs=100,
+                      prior_refit_every=25)
     model.trainer = L.Trainer(max_epochs=300, logger=False, enable_checkpointing=False)
     due = [e for e in range(300) if model.prior_refit_due(e)]
     assert due == [99, 124, 149, 174, 199, 224, 249, 274, 299]
-    never = VAE(data_dim=3, prior="mog", prior_refit_every=0)
+    never = VAEModule(data_dim=3, prior="mog", prior_refit_every=0)
     never.trainer = L.Trainer(max_epochs=300, logger=False, enable_checkpointing=False)
     assert not any(never.prior_refit_due(e) for e in range(300))
-    standard = VAE(data_dim=3, prior="standard", prior_refit_every=25)
+    standard = VAEModule(data_dim=3, prior="standard", prior_refit_every=25)
     standard.trainer = L.Trainer(max_epochs=300, logger=False, enable_checkpointing=False)
     assert not any(standard.prior_refit_due(e) for e in range(300))
 
@@ -96,18 +96,18 @@ def test_a_run_ends_with_the_refitted_prior_in_its_last_checkpoint(tmp_path: Pat
                                                                     every: int) -> None:
     L.seed_everything(0, verbose=False)
     dm = GMMDataModule(n_samples=1024, n_val=128, n_test=128, batch_size=64)
-    model = VAE(data_dim=3, hidden_dims=[16, 16], prior="mog", prior_components=8,
-                kl_warmup_epochs=1, prior_refit_every=every)
+    model = VAEModule(data_dim=3, hidden_dims=[16, 16], prior="mog", prior_components=8,
+                      kl_warmup_epochs=1, prior_refit_every=every)
     ckpt = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None)
     trainer = L.Trainer(max_epochs=3, logger=False, callbacks=[ckpt],
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
     state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
-    saved = state["state_dict"]["prior.means"]
-    assert torch.equal(saved, model.prior.means.detach())
+    saved = state["state_dict"]["vae.prior.means"]
+    assert torch.equal(saved, model.vae.prior.means.detach())
     # A fresh EM on new codes: little left to gain after the final refit (measured 0.028
     # nats), more without it (0.095).
-    before, after = model.refit_prior(dm.t_train, seed=123)
+    before, after = model.vae.refit_prior(dm.t_train, seed=123)
     if every:
         assert float(trainer.callback_metrics["train/prior_refit_gain"]) >= 0.0
         assert after - before < 0.06

@@ -109,15 +109,15 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path: Path, compose_cfg) -
     cfg = compose_cfg(["debug=tiny", "analysis.every_n_epochs=0", "trainer.max_epochs=5"])
     dm = build_datamodule(cfg)
     model = build_model(cfg, dm)
-    clean = model.loss_terms
+    clean = model.vae.loss_terms
 
-    def poisoned(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = clean(x)
+    def poisoned(x: torch.Tensor, kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+        terms = clean(x, kl_weight)
         if model.current_epoch >= 2:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    model.loss_terms = poisoned  # type: ignore[method-assign]
+    model.vae.loss_terms = poisoned  # type: ignore[method-assign]
     trainer = L.Trainer(max_epochs=5, logger=False, enable_progress_bar=False,
                         callbacks=build_callbacks(cfg, tmp_path), default_root_dir=tmp_path)
     with pytest.raises(TrainingDiverged, match=r"at epoch 2, step \d+ .*last good weights"):

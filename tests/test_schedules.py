@@ -57,7 +57,7 @@ def test_a_training_run_applies_the_schedules_epoch_by_epoch(tmp_path: Any) -> N
     class Watch(L.Callback):
         def on_train_batch_start(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
             lr = trainer.optimizers[0].param_groups[0]["lr"]
-            seen[trainer.current_epoch] = (module.kl_weight(), float(module.log_var_ceiling),
+            seen[trainer.current_epoch] = (module.kl_weight(), float(module.vae.log_var_ceiling),
                                            float(lr))
 
     trainer = build_trainer(cfg, tmp_path, [*build_callbacks(cfg, tmp_path), Watch()])
@@ -68,4 +68,4 @@ def test_a_training_run_applies_the_schedules_epoch_by_epoch(tmp_path: Any) -> N
         assert ceiling == pytest.approx(expected)
         assert lr == pytest.approx(2e-3 * schedules.CosineSegment(0, 0.0, 6).factor(epoch))
     assert sorted(seen) == list(range(6))
-    assert float(model.log_var_ceiling) == 6.0  # lifted after training, for sampling
+    assert float(model.vae.log_var_ceiling) == 6.0  # lifted after training, for sampling
