@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from gmm_vae import metrics, schedules, suite  # noqa: E402
 from gmm_vae.data import GMMDataModule  # noqa: E402
 from gmm_vae.model import VAE  # noqa: E402
+from gmm_vae.shapes import auto_latent_dim  # noqa: E402
 
 RECIPES = {  # (KL warm-up share, initial decoder log-variance, variance-cap share)
     "default": (1 / 3, -6.0, 1 / 6),
@@ -105,7 +106,7 @@ def main() -> None:
         init = args.init_log_var
     warm, cap_epochs = int(args.epochs * kl_share), int(args.epochs * cap_share)
     torch.manual_seed(args.seed)
-    model = VAE(data_dim=gmm.dim, latent_dim=args.latent or max(2, gmm.dim), prior="mog",
+    model = VAE(data_dim=gmm.dim, latent_dim=args.latent or auto_latent_dim(gmm.dim), prior="mog",
                 hidden_dims=args.hidden, decoder_covariance=args.covariance,
                 prior_components=64, decoder_init_log_var=init, cap_log_var=cap_epochs > 0,
                 data_shift=dm.normalizer.shift.tolist(),

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae.errors import ConfigError
 from gmm_vae.resources import check_memory
+from gmm_vae.shapes import MAX_LOG_VAR, MIN_LOG_VAR, auto_latent_dim
 
 LIKELIHOODS = ("gaussian", "sigmoid")
 COVARIANCES = ("full", "diag")
@@ -170,15 +171,8 @@ MAX_DATA_SCALE = 1e9
 
 
 def resolve_latent_dim(latent_dim: int | None, data_dim: int) -> int:
-    """``model.latent_dim``, where null means auto: max(2, D).
-
-    One latent unit per data direction. With D - 1 (the earlier default) the decoder's learned
-    noise has to stand in for the last direction; where that direction holds separate modes (a
-    3-D grid of tight components) noise cannot represent them, and the model smears them:
-    measured on the 27-mode cube, HQ 0.90 of a perfect sampler's with D - 1, 0.996 with D
-    (docs/fidelity.md, "Posterior collapse on the ring").
-    """
-    return int(latent_dim) if latent_dim is not None else max(2, data_dim)
+    """``model.latent_dim``, where null means auto (``shapes.auto_latent_dim``: max(2, D))."""
+    return int(latent_dim) if latent_dim is not None else auto_latent_dim(data_dim)
 
 
 def register_configs() -> None:
@@ -271,9 +265,9 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
         if OmegaConf.select(cfg, key) is not None:
             _positive_int(cfg, key, minimum=0)
     log_var = cfg.model.decoder_init_log_var
-    if not isinstance(log_var, int | float) or not -12.0 <= log_var <= 6.0:
-        raise ConfigError("model.decoder_init_log_var must be a number in [-12, 6], the "
-                          f"decoder's log-variance bounds (got {log_var!r})")
+    if not isinstance(log_var, int | float) or not MIN_LOG_VAR <= log_var <= MAX_LOG_VAR:
+        raise ConfigError(f"model.decoder_init_log_var must be a number in [{MIN_LOG_VAR:g}, "
+                          f"{MAX_LOG_VAR:g}], the decoder's log-variance bounds (got {log_var!r})")
     for key in ("model.lr", "data.mean_spread", "data.scale_min", "data.scale_max",
                 "data.weight_concentration", "analysis.hq_threshold"):
         _positive_float(cfg, key)

@@ -33,16 +33,9 @@ from gmm_vae.losses import (
     whiten,
 )
 from gmm_vae.priors import build_prior
-from gmm_vae.resources import (
-    iwae_bytes_per_point,
-    lower_outputs,
-    rows_per_chunk,
-    uses_full_covariance,
-)
+from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
+from gmm_vae.shapes import MAX_LOG_VAR, MIN_LOG_VAR, decoder_outputs, uses_full_covariance
 
-# Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
-# above, the decoder could explain everything as noise.
-MIN_LOG_VAR, MAX_LOG_VAR = -12.0, 6.0
 # Points whose posterior samples the mixture prior is refitted to (EM cost grows with them).
 PRIOR_REFIT_POINTS = 20_000
 
@@ -126,8 +119,7 @@ class VAE(nn.Module):
         # argument defaults to diag so that checkpoints written before it existed load as the
         # head they were trained with; the config's default (a new run's) is full.
         self.full_cov = uses_full_covariance(likelihood, decoder_covariance)
-        out = 2 * data_dim if likelihood == "gaussian" else data_dim
-        out += lower_outputs(data_dim, self.full_cov)
+        out = decoder_outputs(data_dim, likelihood, self.full_cov)
         # Encoder ends in one linear layer giving [mean, log-variance] of q(z|x).
         self.encoder = mlp([data_dim, *hidden, 2 * latent_dim])
         self.decoder = mlp([latent_dim, *reversed(hidden), out])

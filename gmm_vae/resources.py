@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gmm_vae.errors import ConfigError
+from gmm_vae.shapes import auto_latent_dim, decoder_outputs, lower_outputs, uses_full_covariance
 
 MiB = 2**20
 GiB = 2**30
@@ -53,16 +54,6 @@ def rows_per_chunk(bytes_per_row: float, cap: int, budget: int = EVAL_CHUNK_BYTE
     chunks, and therefore random draws and numbers, exactly what they were.
     """
     return max(1, min(int(cap), int(budget // max(1.0, float(bytes_per_row)))))
-
-
-def uses_full_covariance(likelihood: str, decoder_covariance: str | None) -> bool:
-    """Whether p(x|z) has a full covariance: only the Gaussian head has one to choose."""
-    return likelihood == "gaussian" and decoder_covariance == "full"
-
-
-def lower_outputs(data_dim: int, full_cov: bool) -> int:
-    """Decoder outputs the full-covariance head adds: the precision factor's lower triangle."""
-    return data_dim * (data_dim - 1) // 2 if full_cov else 0
 
 
 def iwae_bytes_per_point(k: int, latent_dim: int, data_dim: int, hidden: list[int],
@@ -129,8 +120,7 @@ def _param_count(data_dim: int, latent_dim: int, hidden: list[int], likelihood: 
     def mlp(sizes: list[int]) -> int:
         return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
 
-    out = 2 * data_dim if likelihood == "gaussian" else data_dim
-    out += lower_outputs(data_dim, full_cov)
+    out = decoder_outputs(data_dim, likelihood, full_cov)
     n = mlp([data_dim, *hidden, 2 * latent_dim]) + mlp([latent_dim, *reversed(hidden), out])
     if prior == "mog":
         n += prior_components * (2 * latent_dim + 1)
@@ -155,8 +145,7 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
         if shape is not None:
             k, dim = shape
     d = int(dim if dim is not None else data.dim)
-    # config.resolve_latent_dim's auto (config imports this module, so it is not imported).
-    latent = int(model.latent_dim) if model.latent_dim is not None else max(2, d)
+    latent = int(model.latent_dim) if model.latent_dim is not None else auto_latent_dim(d)
     full_cov = uses_full_covariance(str(model.likelihood), model.get("decoder_covariance"))
     hidden = [int(h) for h in model.hidden_dims]
     prior_c = int(model.prior_components) if model.prior == "mog" else 0
