@@ -1,0 +1,157 @@
+"""The project from Python (a notebook), on the command line's own code path.
+
+``train(["data.n_components=8"])`` composes ``conf/train.yaml`` with Hydra's compose API, exactly
+as ``python train.py data.n_components=8`` does, validates it, trains in a fresh run directory
+and returns a ``Run``: its directory, status, final metrics, the trained VAE (a plain
+``torch.nn.Module``) and the mixture. ``load_run(dir)`` opens a finished run, ``evaluate(run)``
+judges it again (``python evaluate.py``'s body). A mistake in the settings raises
+``ConfigError`` with the line the command would print; nothing here calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmm_vae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from omegaconf import DictConfig
+
+    from gmm_vae.gmm import GMM
+    from gmm_vae.model import VAE
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, validated; ConfigError if not."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gmm_vae.cli import user_error_message
+    from gmm_vae.config import validate
+
+    if GlobalHydra.instance().is_initialized():  # e.g. a notebook that composed before
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides),
+                                return_hydra_config=False)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+    if config_name == "train":
+        validate(cfg)
+    return cfg
+
+
+@dataclass
+class Run:
+    """A train.py run directory, read back: what a notebook wants of a finished run."""
+
+    run_dir: Path
+    status: dict[str, Any] = field(repr=False)
+    metrics: dict[str, Any] | None = field(repr=False)
+
+    @property
+    def gmm(self) -> GMM:
+        """The exact mixture the run trained on (its ``gmm.yaml``)."""
+        from gmm_vae.gmm import GMM
+
+        return GMM.from_yaml(self.run_dir / "gmm.yaml")
+
+    def model(self, ckpt: str = "last") -> VAE:
+        """The trained VAE from ``checkpoints/<ckpt>.ckpt``, rebuilt from its own record."""
+        from gmm_vae import pipeline
+        from gmm_vae.rerun import (
+            datamodule_for_run,
+            load_checkpoint,
+            load_run_config,
+            load_weights,
+            resolve_checkpoint,
+        )
+
+        cfg = load_run_config(self.run_dir)
+        path, label = resolve_checkpoint(self.run_dir, ckpt)
+        state = load_checkpoint(path, label)
+        module = pipeline.build_model(cfg, datamodule_for_run(cfg, self.run_dir), state)
+        load_weights(module, state, label)
+        return module.vae.eval()
+
+    def sample(self, n: int, seed: int = 0, ckpt: str = "last") -> np.ndarray:
+        """``n`` points from the model, (n, D) float64 in data coordinates; seeded."""
+        import torch
+
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n must be a positive integer (got {n!r})")
+        vae = self.model(ckpt)
+        torch.manual_seed(seed)
+        return vae.sample(n).double().cpu().numpy()
+
+    def figure(self, n: int = 5_000, seed: int = 0, ckpt: str = "last") -> Figure:
+        """Model samples over true samples in every pair of coordinates, for inline display."""
+        from gmm_vae import plots
+
+        gmm = self.gmm
+        truth = gmm.sample(n, np.random.default_rng(seed))[0]
+        return plots.pairwise_projections(self.sample(n, seed, ckpt), truth, gmm.means,
+                                          seed=seed, title=f"{self.run_dir} ({ckpt})")
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """The run in ``run_dir`` (a train.py run directory); ConfigError when it is none."""
+    path = Path(run_dir).expanduser()
+    status_file = path / "status.json"
+    if not status_file.is_file():
+        raise ConfigError(f"run_dir={path}: not a train.py run directory (no status.json)")
+    metrics_file = path / "evaluation" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    return Run(path, json.loads(status_file.read_text()), metrics)
+
+
+def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
+          overwrite: bool = False) -> Run:
+    """Train as ``python train.py <overrides>`` would, into ``run_dir`` (default:
+    ``outputs/<date>/<HH-MM-SS-microseconds>`` under the working directory), and load the run.
+
+    The run directory gets the same ``.hydra/config.yaml`` and ``overrides.yaml`` the command
+    writes, so ``evaluate.py``, ``resume=`` and ``load_run`` treat it like any other run.
+    """
+    from omegaconf import OmegaConf
+
+    from gmm_vae import pipeline, rundir
+
+    cfg = compose([*overrides, *(["overwrite=true"] if overwrite else [])])
+    now = datetime.now()
+    path = Path(run_dir) if run_dir is not None else \
+        Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+    rundir.check_free(path, "run_dir", overwrite=overwrite)
+    if overwrite:
+        rundir.clear(path)
+    record = path / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
+    pipeline.train(cfg, path)
+    return load_run(path)
+
+
+def evaluate(run: Run | str | Path, ckpt: str = "last", n_samples: int | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """``python evaluate.py run_dir=<run> ckpt=<ckpt>``: rewrites ``evaluation/``, returns the
+    metrics (with the defaults, the evaluation training ended with, number for number)."""
+    from gmm_vae.rerun import evaluate_run
+
+    run_dir = run.run_dir if isinstance(run, Run) else Path(run)
+    return evaluate_run(run_dir, ckpt, n_samples, seed)
