@@ -46,9 +46,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gmm_vae import metrics, schedules, suite  # noqa: E402
-from gmm_vae.data import GMMDataModule  # noqa: E402
-from gmm_vae.model import VAE  # noqa: E402
+from gmm_vae.analysis import metrics  # noqa: E402
+from gmm_vae.data import suite  # noqa: E402
+from gmm_vae.data.datamodule import GMMDataModule  # noqa: E402
+from gmm_vae.model import schedules  # noqa: E402
+from gmm_vae.model.vae import VAE  # noqa: E402
 from gmm_vae.shapes import auto_latent_dim  # noqa: E402
 
 RECIPES = {  # (KL warm-up share, initial decoder log-variance, variance-cap share)

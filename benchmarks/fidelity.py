@@ -6,8 +6,9 @@ over all samples), aggregated over training seeds (the worst seed counts).
     python benchmarks/fidelity.py --cases ring8 grid25 --seeds 5 --references
     python benchmarks/fidelity.py --list
 
-The mixtures are ``gmm_vae.suite``'s: the default 3-D K=4 one over five data seeds, harder random
-ones, the literature's ring and grid, and tight symmetric layouts in 3-D and 5-D. The cases in
+The mixtures are ``gmm_vae.data.suite``'s: the default 3-D K=4 one over five data seeds, harder
+random ones, the literature's ring and grid, and tight symmetric layouts in 3-D and 5-D. The cases
+in
 ``SEEDED`` run on ``--seeds`` training seeds (``seed=0..N-1``), the others on the default seed
 42. Each run's evaluation is ``evaluation/metrics.json`` (the same code as ``evaluate.py``, 100k
 samples, coverage on 1M); analysis callbacks are off (they do not change training).
@@ -33,9 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script: runs from a checkout whether or not it is installed
 
-from gmm_vae.aggregate import group_by_seed  # noqa: E402
+from gmm_vae.analysis.aggregate import group_by_seed  # noqa: E402
+from gmm_vae.data.suite import Mixture, mixtures  # noqa: E402
 from gmm_vae.io import atomic_write_text  # noqa: E402
-from gmm_vae.suite import Mixture, mixtures  # noqa: E402
 
 # 100k samples for everything but coverage (which uses analysis.coverage_samples = 1M).
 EVAL_SAMPLES = 100_000
@@ -80,7 +81,7 @@ def run_case(overrides: list[str], workdir: str, threads: int) -> tuple[dict, fl
     import torch
     from hydra import compose, initialize_config_dir
 
-    from gmm_vae.pipeline import quiet_lightning, train
+    from gmm_vae.runs.pipeline import quiet_lightning, train
 
     torch.set_num_threads(threads)
     quiet_lightning()
@@ -193,9 +194,9 @@ def reference_rows(suite: dict[str, Mixture], epochs: int) -> list[dict]:
     from hydra import compose, initialize_config_dir
 
     from benchmarks.references import gaussian_mixture, spline_flow
-    from gmm_vae import metrics
-    from gmm_vae.evaluation import coverage_reference
-    from gmm_vae.pipeline import build_datamodule
+    from gmm_vae.analysis import metrics
+    from gmm_vae.analysis.evaluation import coverage_reference
+    from gmm_vae.runs.pipeline import build_datamodule
 
     out: dict[str, dict[str, str]] = {}
     for case in ("ring8", "grid25"):

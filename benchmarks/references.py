@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gmm_vae.data import GMMDataModule
+from gmm_vae.data.datamodule import GMMDataModule
 
 FLOW_TRANSFORMS, FLOW_HIDDEN = 5, 64
 

@@ -43,8 +43,14 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing: benchma
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from gmm_vae.callbacks import build_callbacks  # noqa: E402
-from gmm_vae.pipeline import build_datamodule, build_model, build_trainer, quiet_lightning, train  # noqa: E402
+from gmm_vae.runs.callbacks import build_callbacks  # noqa: E402
+from gmm_vae.runs.pipeline import (  # noqa: E402
+    build_datamodule,
+    build_model,
+    build_trainer,
+    quiet_lightning,
+    train,
+)
 
 # Training only: no validation, checkpoints or analysis (the raw loop has none of them).
 BASE = ["trainer.accelerator=cpu", "trainer.limit_val_batches=0", "callbacks.checkpoint=false",

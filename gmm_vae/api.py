@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from omegaconf import DictConfig
 
-    from gmm_vae.gmm import GMM
-    from gmm_vae.model import VAE
+    from gmm_vae.data.gmm import GMM
+    from gmm_vae.model.vae import VAE
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -67,14 +67,14 @@ class Run:
     @property
     def gmm(self) -> GMM:
         """The exact mixture the run trained on (its ``gmm.yaml``)."""
-        from gmm_vae.gmm import GMM
+        from gmm_vae.data.gmm import GMM
 
         return GMM.from_yaml(self.run_dir / "gmm.yaml")
 
     def model(self, ckpt: str = "last") -> VAE:
         """The trained VAE from ``checkpoints/<ckpt>.ckpt``, rebuilt from its own record."""
-        from gmm_vae import pipeline
-        from gmm_vae.rerun import (
+        from gmm_vae.runs import pipeline
+        from gmm_vae.runs.rerun import (
             datamodule_for_run,
             load_checkpoint,
             load_run_config,
@@ -101,7 +101,7 @@ class Run:
 
     def figure(self, n: int = 5_000, seed: int = 0, ckpt: str = "last") -> Figure:
         """Model samples over true samples in every pair of coordinates, for inline display."""
-        from gmm_vae import plots
+        from gmm_vae.analysis import plots
 
         gmm = self.gmm
         truth = gmm.sample(n, np.random.default_rng(seed))[0]
@@ -130,7 +130,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
     """
     from omegaconf import OmegaConf
 
-    from gmm_vae import pipeline, rundir
+    from gmm_vae.runs import pipeline, rundir
 
     cfg = compose([*overrides, *(["overwrite=true"] if overwrite else [])])
     now = datetime.now()
@@ -151,7 +151,7 @@ def evaluate(run: Run | str | Path, ckpt: str = "last", n_samples: int | None = 
              seed: int | None = None) -> dict[str, Any]:
     """``python evaluate.py run_dir=<run> ckpt=<ckpt>``: rewrites ``evaluation/``, returns the
     metrics (with the defaults, the evaluation training ended with, number for number)."""
-    from gmm_vae.rerun import evaluate_run
+    from gmm_vae.runs.rerun import evaluate_run
 
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
     return evaluate_run(run_dir, ckpt, n_samples, seed)

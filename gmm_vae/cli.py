@@ -135,7 +135,7 @@ def validate_or_exit(cfg: Any) -> None:
     try:
         validate(cfg)
         if cfg.data.spec_path:
-            from gmm_vae.gmm import GMM
+            from gmm_vae.data.gmm import GMM
 
             GMM.from_yaml(cfg.data.spec_path)
     except ConfigError as exc:
@@ -153,7 +153,7 @@ def train_main(cfg: Any) -> float:
     that a configuration error left empty. In a multirun one bad combination must not kill the
     sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
     """
-    from gmm_vae.pipeline import hydra_run_dir, is_multirun, resume_config, train, write_status
+    from gmm_vae.runs.pipeline import hydra_run_dir, is_multirun, resume_config, train, write_status
 
     run_dir = hydra_run_dir()
     try:
@@ -198,7 +198,7 @@ def evaluate_main(cfg: Any) -> dict[str, Any]:
     Hydra would first print its own "Error executing job" banner. ``HYDRA_FULL_ERROR=1`` shows
     the traceback instead.
     """
-    from gmm_vae.rerun import evaluate_run
+    from gmm_vae.runs.rerun import evaluate_run
 
     try:
         return evaluate_run(cfg.run_dir, cfg.ckpt, cfg.n_samples, cfg.seed)

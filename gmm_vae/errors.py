@@ -10,7 +10,7 @@ class ConfigError(ValueError):
 
 
 class RunDirTaken(ConfigError):
-    """The run directory holds another run's results or a running run (``gmm_vae.rundir``)."""
+    """The run directory holds another run's results or a running run (``gmm_vae.runs.rundir``)."""
 
 
 class WriteFailed(OSError):

@@ -37,7 +37,7 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path: Path,
     assert np.array_equal(run.sample(1000), x)  # seeded
     assert again["checkpoint"] == "best"
     assert json.loads((run.run_dir / "evaluation" / "metrics.json").read_text()) == again
-    assert type(vae).__module__ == "gmm_vae.model" and not vae.training
+    assert type(vae).__module__ == "gmm_vae.model.vae" and not vae.training
     assert scope["fig"].axes, "the figure has no axes"
 
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gmm_vae import pipeline
-from gmm_vae.checkpoints import VAE_PREFIX, upgraded_state_dict
-from gmm_vae.rerun import evaluate_run
+from gmm_vae.model.checkpoints import VAE_PREFIX, upgraded_state_dict
+from gmm_vae.runs import pipeline
+from gmm_vae.runs.rerun import evaluate_run
 from tests.conftest import TINY, compose_config
 
 BASE = [*TINY, "analysis.every_n_epochs=0", "analysis.evaluate_at_end=false",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gmm_vae import suite
-from gmm_vae.pipeline import quiet_lightning, train
+from gmm_vae.data import suite
+from gmm_vae.runs.pipeline import quiet_lightning, train
 from tests.conftest import compose_config
 
 NO_WARMUP = ["model.kl_warmup_epochs=0", "model.decoder_var_warmup_epochs=0",

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from gmm_vae import resources, shapes
-from gmm_vae.losses import row_selector, tril_index, unwhiten, whiten
-from gmm_vae.model import VAE
+from gmm_vae.model.losses import row_selector, tril_index, unwhiten, whiten
+from gmm_vae.model.vae import VAE
 
 # A covariance with strong correlations: thin along (1, 1, 1), wide across it.
 ROTATION = torch.linalg.qr(torch.tensor([[1.0, 1.0, 0.0], [1.0, -1.0, 1.0], [1.0, 0.0, -1.0]]))[0]

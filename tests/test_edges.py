@@ -14,7 +14,7 @@ import torch
 from gmm_vae import resources
 from gmm_vae.config import SEED_MAX, validate
 from gmm_vae.errors import ConfigError
-from gmm_vae.priors import MixturePrior
+from gmm_vae.model.priors import MixturePrior
 from tests.conftest import ROOT, compose_config, run_script
 
 
@@ -104,7 +104,7 @@ def test_a_negative_seed_on_the_command_line_is_one_line(tmp_path: Path) -> None
 
 def test_the_chunked_mixture_log_density_is_the_same_bit_for_bit(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from gmm_vae import priors
+    from gmm_vae.model import priors
 
     rows: list[int] = []
     real = priors.rows_per_chunk
@@ -145,8 +145,9 @@ def test_default_sizes_keep_their_chunks_so_random_draws_do_not_move() -> None:
 _MEASURE_IWAE = """
 import gc, json, sys
 import torch
-from gmm_vae import model as model_mod, resources
-from gmm_vae.model import VAE
+from gmm_vae.model import vae as model_mod
+from gmm_vae import resources
+from gmm_vae.model.vae import VAE
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -208,9 +209,9 @@ def test_a_latent_of_50_is_evaluated_in_memory_bounded_chunks(monkeypatch) -> No
     for a latent of 50). Now it goes in budgeted chunks (the prior's own chunking is pinned
     bit-identical elsewhere); speed is measured in the closing note (30.8 s -> 8.4 s), not
     asserted here: a timed test fails on a busy CI machine."""
-    from gmm_vae import model as model_mod
-    from gmm_vae import priors
-    from gmm_vae.model import VAE
+    from gmm_vae.model import priors
+    from gmm_vae.model import vae as model_mod
+    from gmm_vae.model.vae import VAE
 
     torch.manual_seed(0)
     model = VAE(data_dim=3, latent_dim=50, hidden_dims=[32, 32], prior="mog",

@@ -12,17 +12,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gmm_vae.analysis_callbacks import (
+from gmm_vae.analysis.callbacks import (
     ANALYSIS_SCALARS,
     AnalysisCallback,
     TSNECallback,
     build_analysis_callbacks,
     is_due,
 )
+from gmm_vae.analysis.report import FIGURES, json_safe
 from gmm_vae.errors import ConfigError
-from gmm_vae.pipeline import train
-from gmm_vae.report import FIGURES, json_safe
-from gmm_vae.rerun import evaluate_run
+from gmm_vae.runs.pipeline import train
+from gmm_vae.runs.rerun import evaluate_run
 from tests.conftest import TINY, compose_config
 
 QUIET = ["analysis.evaluate_at_end=false", "analysis.every_n_epochs=0",

@@ -32,8 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gmm_vae.cli import user_error_message
 from gmm_vae.config import SEED_MAX, validate
+from gmm_vae.data.gmm import GMM
 from gmm_vae.errors import ConfigError
-from gmm_vae.gmm import GMM
 from tests.conftest import CONF, run_script
 
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "20260415"))
@@ -177,7 +177,7 @@ def draw_case(r: random.Random, spec_dir: Path) -> list[str]:
 def check(overrides: list[str]) -> tuple[str, str | None, type | None]:
     """("accepted", None, None) or ("refused", message, exception type), as train.py would
     decide before training."""
-    from gmm_vae.pipeline import build_datamodule, build_model
+    from gmm_vae.runs.pipeline import build_datamodule, build_model
 
     try:
         cfg = compose(config_name="train", overrides=[*BASE, *overrides])

@@ -8,8 +8,8 @@ import yaml
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from gmm_vae.data.gmm import GMM
 from gmm_vae.errors import ConfigError
-from gmm_vae.gmm import GMM
 
 
 def test_random_gmm_is_valid_and_seeded() -> None:

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from gmm_vae.data import GMMDataModule
-from gmm_vae.graphed_step import WARMUP_STEPS, GraphedStep
-from gmm_vae.model import VAE
-from gmm_vae.training import VAEModule
+from gmm_vae.data.datamodule import GMMDataModule
+from gmm_vae.model.graphed_step import WARMUP_STEPS, GraphedStep
+from gmm_vae.model.training import VAEModule
+from gmm_vae.model.vae import VAE
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmm_vae import aggregate, metrics, suite
-from gmm_vae.gmm import GMM
+from gmm_vae.analysis import aggregate, metrics
+from gmm_vae.data import suite
+from gmm_vae.data.gmm import GMM
 
 TIGHT = {"ring8": suite.ring(), "grid25": suite.grid()}
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from gmm_vae import metrics
-from gmm_vae.gmm import GMM
-from gmm_vae.losses import kl_standard_normal
-from gmm_vae.model import VAE
-from gmm_vae.pipeline import quiet_lightning, train
+from gmm_vae.analysis import metrics
+from gmm_vae.data.gmm import GMM
+from gmm_vae.model.losses import kl_standard_normal
+from gmm_vae.model.vae import VAE
+from gmm_vae.runs.pipeline import quiet_lightning, train
 from tests.conftest import compose_config
 
 # ------------------------------------------------------------------------------------ KL

@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import Logger
 
-from gmm_vae.data import GMMDataModule, epoch_permutation
-from gmm_vae.graphed_step import make_capturable
-from gmm_vae.model import VAE
-from gmm_vae.training import VAEModule
+from gmm_vae.data.datamodule import GMMDataModule, epoch_permutation
+from gmm_vae.model.graphed_step import make_capturable
+from gmm_vae.model.training import VAEModule
+from gmm_vae.model.vae import VAE
 
 # 512 points in batches of 64: 8 optimiser steps per epoch, in Lightning steps of 3, 3 and 2.
 STEPS_PER_EPOCH, EPOCHS = 8, 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmm_vae import metrics
-from gmm_vae.gmm import GMM
+from gmm_vae.analysis import metrics
+from gmm_vae.data.gmm import GMM
 
 # Four components 12 units apart with standard deviation 0.5-0.8: no metric can confuse them.
 MEANS = np.array([[0.0, 0.0, 0.0], [12.0, 0.0, 0.0], [0.0, 12.0, 0.0], [0.0, 0.0, 12.0]])
@@ -151,7 +151,7 @@ def test_finite_or_none_turns_non_finite_numbers_into_none() -> None:
 
 def test_optimal_k_on_collapsed_samples_is_one() -> None:
     """A collapsed VAE emits (nearly) one point: silhouette is undefined, the answer is k=1."""
-    from gmm_vae.metrics import optimal_k
+    from gmm_vae.analysis.metrics import optimal_k
 
     x = np.zeros((500, 3))
     x[0] = 1e-9  # one stray point: KMeans finds at most 2 distinct clusters
@@ -245,7 +245,7 @@ def test_hq_ratio_and_median_of_a_perfect_sampler_hold_where_components_overlap(
         overlapping: GMM) -> None:
     """Against the measured perfect sampler a perfect sampler reads 1 and calibrated; against
     the analytic chi-square shares it read above 1 and 'too concentrated' (0.607 vs 0.5)."""
-    from gmm_vae.evaluation import coverage_reference
+    from gmm_vae.analysis.evaluation import coverage_reference
 
     ref = coverage_reference(overlapping, 3.0, seed=0, n=400_000)
     pts = overlapping.sample(200_000, np.random.default_rng(5))[0]

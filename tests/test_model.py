@@ -8,9 +8,9 @@ import lightning as L
 import pytest
 import torch
 
-from gmm_vae.data import GMMDataModule
-from gmm_vae.model import VAE
-from gmm_vae.training import VAEModule
+from gmm_vae.data.datamodule import GMMDataModule
+from gmm_vae.model.training import VAEModule
+from gmm_vae.model.vae import VAE
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "sigmoid"])

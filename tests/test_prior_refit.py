@@ -17,9 +17,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from gmm_vae.data import GMMDataModule
-from gmm_vae.priors import MixturePrior
-from gmm_vae.training import VAEModule
+from gmm_vae.data.datamodule import GMMDataModule
+from gmm_vae.model.priors import MixturePrior
+from gmm_vae.model.training import VAEModule
 
 CENTRES = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
 WEIGHTS = torch.tensor([0.5, 0.3, 0.2])

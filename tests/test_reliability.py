@@ -103,8 +103,8 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path: Path, compose_cfg) -
     """The loss turns NaN in epoch 2: training stops there and last.ckpt holds epoch 1."""
     import lightning as L
 
-    from gmm_vae.callbacks import TrainingDiverged, build_callbacks
-    from gmm_vae.pipeline import build_datamodule, build_model
+    from gmm_vae.runs.callbacks import TrainingDiverged, build_callbacks
+    from gmm_vae.runs.pipeline import build_datamodule, build_model
 
     cfg = compose_cfg(["debug=tiny", "analysis.every_n_epochs=0", "trainer.max_epochs=5"])
     dm = build_datamodule(cfg)
@@ -190,7 +190,7 @@ def test_atomic_write_never_leaves_a_half_file(tmp_path: Path, monkeypatch) -> N
 
 
 def test_gmm_yaml_is_written_atomically(tmp_path: Path) -> None:
-    from gmm_vae.gmm import GMM
+    from gmm_vae.data.gmm import GMM
 
     gmm = GMM.random(3, 2, seed=0)
     gmm.to_yaml(tmp_path / "gmm.yaml")

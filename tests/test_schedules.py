@@ -9,8 +9,8 @@ from typing import Any
 import lightning as L
 import pytest
 
-from gmm_vae import schedules
-from gmm_vae.pipeline import build_callbacks, build_datamodule, build_model, build_trainer
+from gmm_vae.model import schedules
+from gmm_vae.runs.pipeline import build_callbacks, build_datamodule, build_model, build_trainer
 from tests.conftest import TINY, compose_config
 
 

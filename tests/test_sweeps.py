@@ -20,7 +20,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from gmm_vae.summarize import (
+from gmm_vae.runs.summarize import (
     CSV_NAME,
     MARKDOWN_NAME,
     METRIC_PATHS,
@@ -49,9 +49,9 @@ def status_of(run_dir: Path) -> dict[str, Any]:
 
 
 def run_summarize(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m gmm_vae.summarize args`` from ``cwd``, as a user runs it."""
+    """``python -m gmm_vae.runs.summarize args`` from ``cwd``, as a user runs it."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "gmm_vae.summarize", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "gmm_vae.runs.summarize", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -282,7 +282,7 @@ def test_a_dir_without_jobs_is_a_one_line_error(tmp_path: Path) -> None:
 def test_the_multirun_callback_summarises_once_not_in_ddp_ranks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from gmm_vae.hydra_callbacks import SummarizeSweep
+    from gmm_vae.runs.hydra_callbacks import SummarizeSweep
 
     make_job(tmp_path, "0", ["seed=1"], completed(), fake_metrics(4, 0.1))
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})

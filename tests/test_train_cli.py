@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from gmm_vae.gmm import GMM
-from gmm_vae.pipeline import build_datamodule, train
+from gmm_vae.data.gmm import GMM
+from gmm_vae.runs.pipeline import build_datamodule, train
 from tests.conftest import TINY, compose_config
 
 

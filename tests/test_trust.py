@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from gmm_vae import io as io_mod
-from gmm_vae import pipeline, rundir
 from gmm_vae.errors import RunDirTaken, RunInterrupted, WriteFailed
-from gmm_vae.schedules import CosineSegment
+from gmm_vae.model.schedules import CosineSegment
+from gmm_vae.runs import pipeline, rundir
 from tests.conftest import ROOT, TINY, compose_config, run_script
 
 QUIET = ["analysis.every_n_epochs=0", "analysis.evaluate_at_end=false"]
@@ -388,7 +388,7 @@ def test_an_older_run_is_rebuilt_from_what_its_checkpoint_recorded(tmp_path: Pat
     today's default (the full-covariance head), and reproduces its own final evaluation."""
     from omegaconf import OmegaConf
 
-    from gmm_vae.rerun import evaluate_run
+    from gmm_vae.runs.rerun import evaluate_run
 
     run_dir = tmp_path / "run"
     cfg = compose_config([*TINY, "analysis.every_n_epochs=0", "model.decoder_covariance=diag"])

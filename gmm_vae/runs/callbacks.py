@@ -1,7 +1,7 @@
 """Lightning callbacks the run attaches: checkpoints, progress bar, NaN guard, RNG state.
 
-Callbacks only orchestrate: the maths lives in ``metrics.py`` and the figures in ``plots.py``
-(the analysis callbacks are in ``analysis_callbacks.py``).
+Callbacks only orchestrate: the maths lives in ``analysis/metrics.py`` and the figures in
+``analysis/plots.py`` (the analysis callbacks are in ``analysis/callbacks.py``).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
                                          save_on_train_epoch_end=True))
     if cfg.trainer.enable_progress_bar and cfg.callbacks.progress_refresh_rate > 0:
         callbacks.append(TQDMProgressBar(refresh_rate=int(cfg.callbacks.progress_refresh_rate)))
-    from gmm_vae.analysis_callbacks import build_analysis_callbacks
+    from gmm_vae.analysis.callbacks import build_analysis_callbacks
 
     callbacks.extend(build_analysis_callbacks(cfg, run_dir))
     return callbacks

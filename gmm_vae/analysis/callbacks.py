@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from gmm_vae import plots
-from gmm_vae.evaluation import EvalSettings, evaluate_model, settings_from_cfg
+from gmm_vae.analysis import plots
+from gmm_vae.analysis.evaluation import EvalSettings, evaluate_model, settings_from_cfg
+from gmm_vae.analysis.report import json_safe, lookup, single_threaded_openmp
 from gmm_vae.io import atomic_write_text
-from gmm_vae.model import VAE
-from gmm_vae.report import json_safe, lookup, single_threaded_openmp
+from gmm_vae.model.vae import VAE
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from gmm_vae.analysis.metrics import histogram_modes
 from gmm_vae.io import atomic_write_bytes
-from gmm_vae.metrics import histogram_modes
 
 TRUTH_COLOR = "tab:blue"
 VAE_COLOR = "tab:orange"

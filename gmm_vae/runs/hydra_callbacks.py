@@ -20,12 +20,12 @@ class SummarizeSweep(Callback):
     """On ``on_multirun_end`` write summary.csv / summary.md / figures into the sweep dir.
 
     Registered in ``conf/train.yaml`` (``hydra.callbacks.summarize``), so every multirun of
-    train.py ends with one table; ``python -m gmm_vae.summarize <sweep dir>`` does the same by
+    train.py ends with one table; ``python -m gmm_vae.runs.summarize <sweep dir>`` does the same by
     hand (a killed sweep, one still running, or one run by a cluster launcher).
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from gmm_vae.summarize import summarize_sweep
+        from gmm_vae.runs.summarize import summarize_sweep
 
         # Only the process the user started writes the summary, not a DDP child.
         if _is_ddp_child():
@@ -46,14 +46,14 @@ class ClaimRunDir(Callback):
 
     Hydra copies the config into ``<run dir>/.hydra/`` before the task runs, so a check in the
     task would come after the old run's record was overwritten. Here nothing has been written
-    yet: a taken directory (``gmm_vae.rundir``) ends the command with one line and exit code 2
+    yet: a taken directory (``gmm_vae.runs.rundir``) ends the command with one line and exit code 2
     (Hydra turns a callback's exceptions into warnings, so this exits itself), and
     ``overwrite=true`` clears the old run first. A multirun is checked at
     ``on_multirun_start``: a sweep dir whose jobs hold results is refused the same way.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from gmm_vae import rundir
+        from gmm_vae.runs import rundir
 
         if config.get("resume") or _is_ddp_child():
             return  # resume continues another dir, claimed by train(); a DDP child shares it
@@ -65,8 +65,8 @@ class ClaimRunDir(Callback):
             rundir.clear(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from gmm_vae import rundir
         from gmm_vae.errors import RunDirTaken
+        from gmm_vae.runs import rundir
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if _is_ddp_child():

@@ -1,8 +1,8 @@
 """The final evaluation of a run: metrics, samples, figures and a readable report in evaluation/.
 
 ``write_evaluation`` is called at the end of training (``analysis.evaluate_at_end``) and by
-``evaluate.py`` through ``gmm_vae.rerun.evaluate_run``, which rebuilds a trained model from a run
-directory alone; both hand over the plain VAE (``gmm_vae.model``). This module renders and
+``evaluate.py`` through ``gmm_vae.runs.rerun.evaluate_run``, which rebuilds a trained model from a
+run directory alone; both hand over the plain VAE (``gmm_vae.model.vae``). This module renders and
 writes; it never imports the training pipeline or the command-line layer (they import it).
 Every file is written atomically, so a killed evaluation never leaves a file that looks
 complete but is not.
@@ -24,8 +24,8 @@ from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
 
-    from gmm_vae.gmm import GMM
-    from gmm_vae.model import VAE
+    from gmm_vae.data.gmm import GMM
+    from gmm_vae.model.vae import VAE
 
 # torch, Lightning, SciPy and the plotting stack are imported where they are used: together they
 # take seconds to import, and ``evaluate.py`` should reject a mistyped run_dir instantly.
@@ -135,8 +135,8 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
     """
     import torch
 
-    from gmm_vae import plots
-    from gmm_vae.evaluation import evaluate_model, settings_from_cfg
+    from gmm_vae.analysis import plots
+    from gmm_vae.analysis.evaluation import evaluate_model, settings_from_cfg
 
     out_dir = Path(run_dir) / EVAL_DIR
     settings = settings_from_cfg(cfg.analysis, int(n_samples))
@@ -190,7 +190,7 @@ _STUDY_ROWS = (
 
 def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, value, reference, one-line definition with range and better direction)."""
-    from gmm_vae.metrics import COLLAPSED_KL  # the verdict's own bound, not a copy of it
+    from gmm_vae.analysis.metrics import COLLAPSED_KL  # the verdict's own bound, not a copy of it
 
     g = lambda path: lookup(metrics, path)  # noqa: E731
     k = g("coverage.n_components")
@@ -329,7 +329,7 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
 
 
 def _true_weights(run_dir: Path) -> list[float] | None:
-    from gmm_vae.gmm import GMM
+    from gmm_vae.data.gmm import GMM
 
     path = run_dir / "gmm.yaml"
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gmm_vae.gmm import GMM
+from gmm_vae.data.gmm import GMM
 
 
 def ring(n: int = 8, radius: float = 1.0, std: float = 0.01) -> GMM:

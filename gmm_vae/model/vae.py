@@ -1,7 +1,7 @@
 """The VAE as a plain ``torch.nn.Module``: dense ReLU encoder/decoder, a likelihood head, a prior.
 
 Usable without Lightning (build it, step an optimiser on ``loss_terms``, ``sample``); the
-training mechanics live in ``gmm_vae.training``, which holds one of these as its ``vae``.
+training mechanics live in ``gmm_vae.model.training``, which holds one of these as its ``vae``.
 
 Two coordinate systems meet here. The networks (``encode``, ``decode``, ``encode_and_sample``)
 work in the normalised coordinates the data module trains on. Everything meant for a user
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gmm_vae.losses import (
+from gmm_vae.model.losses import (
     gaussian_log_likelihood,
     gaussian_log_likelihood_per_dim,
     kl_standard_normal,
@@ -32,7 +32,7 @@ from gmm_vae.losses import (
     unwhiten,
     whiten,
 )
-from gmm_vae.priors import build_prior
+from gmm_vae.model.priors import build_prior
 from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
 from gmm_vae.shapes import MAX_LOG_VAR, MIN_LOG_VAR, decoder_outputs, uses_full_covariance
 

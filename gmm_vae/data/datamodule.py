@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from gmm_vae.gmm import GMM
+from gmm_vae.data.gmm import GMM
 
 # Offsets that keep the four random streams of a data seed independent of one another.
 _STREAM_TRAIN, _STREAM_VAL, _STREAM_TEST = 1, 2, 3

@@ -3,7 +3,7 @@
 The VAE itself (networks, ELBO, sampling, log-density) is the plain module ``self.vae``; this
 layer holds only what training adds to it: one manual Adam step per mini-batch (with a fast path
 past Lightning's wrappers and a CUDA-graph step), the epoch sums that are logged, the
-schedules of ``gmm_vae.schedules`` applied epoch by epoch, the prior refits, and the learning
+schedules of ``gmm_vae.model.schedules`` applied epoch by epoch, the prior refits, and the learning
 rate's segment saved in every checkpoint.
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 import lightning as L
 import torch
 
-from gmm_vae import schedules
-from gmm_vae.checkpoints import (
+from gmm_vae.model import schedules
+from gmm_vae.model.checkpoints import (
     LR_SEGMENT_KEY,
     as_lambda_state,
     checkpoint_lr_segment,
     upgraded_state_dict,
 )
-from gmm_vae.graphed_step import GraphedStep
-from gmm_vae.model import VAE
+from gmm_vae.model.graphed_step import GraphedStep
+from gmm_vae.model.vae import VAE
 
 _TERMS = ("loss", "recon", "kl")
 # Priors whose log-density has no data-dependent host control flow, so a CUDA graph can hold
@@ -70,7 +70,8 @@ class VAEModule(L.LightningModule):
         # optimizers().
         self.automatic_optimization = False
         self._acc: dict[str, torch.Tensor | int] = {"count": 0}
-        # The CUDA-graph step (gmm_vae.graphed_step), built at the first training step on CUDA.
+        # The CUDA-graph step (gmm_vae.model.graphed_step), built at the first training step on
+        # CUDA.
         self._graphed: GraphedStep | None = None
         # The learning rate's decay (schedules.CosineSegment), saved in every checkpoint, and
         # the one a resumed checkpoint brought, until training starts from it.
@@ -124,7 +125,8 @@ class VAEModule(L.LightningModule):
         rows: list[torch.Tensor] = []
         for mini in batches:
             if graphed is not None:
-                # CUDA: forward, backward and Adam replayed as one graph (gmm_vae.graphed_step).
+                # CUDA: forward, backward and Adam replayed as one graph
+                # (gmm_vae.model.graphed_step).
                 step_terms = graphed.step(mini, self.kl_weight())
                 opt._on_before_step()  # type: ignore[union-attr]
                 opt._on_after_step()  # type: ignore[union-attr]

@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gmm_vae import metrics
+from gmm_vae.analysis import metrics
 from gmm_vae.config import AnalysisConfig
-from gmm_vae.gmm import GMM
-from gmm_vae.model import VAE
+from gmm_vae.data.gmm import GMM
+from gmm_vae.model.vae import VAE
 from gmm_vae.resources import rows_per_chunk, sample_bytes_per_row
 
 

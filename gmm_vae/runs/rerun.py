@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gmm_vae.checkpoints import check_weights, read_checkpoint, upgraded_state_dict
+from gmm_vae.analysis.report import EVAL_DIR, FIGURES, format_summary, write_evaluation
 from gmm_vae.config import check_seed
 from gmm_vae.errors import ConfigError
-from gmm_vae.report import EVAL_DIR, FIGURES, format_summary, write_evaluation
+from gmm_vae.model.checkpoints import check_weights, read_checkpoint, upgraded_state_dict
 
 if TYPE_CHECKING:
     import torch
 
-    from gmm_vae.gmm import GMM
+    from gmm_vae.data.gmm import GMM
 
 # Checkpoint names ``ckpt=`` accepts besides a path, and the file each one means.
 NAMED_CHECKPOINTS = {"last": "last.ckpt", "best": "best.ckpt"}
@@ -60,7 +60,7 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     # Only now the heavy imports, so every mistake above is reported at once.
     import torch
 
-    from gmm_vae import pipeline
+    from gmm_vae.runs import pipeline
 
     state = load_checkpoint(ckpt_path, label)
     if cfg.torch_threads:
@@ -153,8 +153,8 @@ def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
     of the mixture actually used: if the rebuild differs (a spec file edited or moved since),
     the data module is rebuilt from ``gmm.yaml`` instead, with a warning.
     """
-    from gmm_vae import pipeline
-    from gmm_vae.gmm import GMM
+    from gmm_vae.data.gmm import GMM
+    from gmm_vae.runs import pipeline
 
     saved_path = run_dir / "gmm.yaml"
     saved = GMM.from_yaml(saved_path) if saved_path.is_file() else None

@@ -14,8 +14,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from gmm_vae import schedules
 from gmm_vae.errors import ConfigError
+from gmm_vae.model import schedules
 
 # The training module keeps the VAE as its ``vae`` child: its weights are ``vae.<name>``.
 VAE_PREFIX = "vae."

@@ -3,10 +3,10 @@
 A multirun leaves one directory per job (``multirun/<date>/<time>/<job num>/``), each with its
 overrides, ``status.json`` and, when it finished, ``evaluation/metrics.json``. Reading twelve of
 them by hand is how results get mis-copied, so ``summarize_sweep`` collects them into one row per
-job. It is called by the Hydra callback when a multirun ends (``gmm_vae.hydra_callbacks``) and
+job. It is called by the Hydra callback when a multirun ends (``gmm_vae.runs.hydra_callbacks``) and
 from the shell for a sweep that was killed, is still running, or ran on a cluster::
 
-    python -m gmm_vae.summarize multirun/2026-11-26/07-41-00
+    python -m gmm_vae.runs.summarize multirun/2026-11-26/07-41-00
 
 A job dir that is broken (corrupt JSON, missing files, killed mid-run) is still a row, with the
 problem in its ``error`` column: a summary that crashes on the one odd job hides all the others.
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from gmm_vae.aggregate import AGGREGATED, SeedGroup, group_by_seed, has_repeats
+from gmm_vae.analysis.aggregate import AGGREGATED, SeedGroup, group_by_seed, has_repeats
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
 
@@ -485,7 +485,7 @@ def plot_metric(rows: Sequence[JobRow], metric: str, x_key: str, group_key: str 
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from gmm_vae.plots import TRUTH_COLOR, VAE_COLOR
+    from gmm_vae.analysis.plots import TRUTH_COLOR, VAE_COLOR
 
     points: dict[str | None, dict[float, list[float]]] = {}
     for r in rows:
@@ -539,7 +539,7 @@ def write_figures(rows: Sequence[JobRow], sweep_dir: Path) -> dict[str, Path]:
     A figure that cannot be drawn now is removed if an earlier summary left one, so the sweep
     dir never shows a figure that disagrees with its table.
     """
-    from gmm_vae.plots import save_figure
+    from gmm_vae.analysis.plots import save_figure
 
     axes = figure_axes(rows)
     varying = varying_keys(rows)
@@ -599,9 +599,9 @@ def summarize_sweep(sweep_dir: Path) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gmm_vae.summarize <sweep_dir>``: (re)write the summary, print the table."""
+    """``python -m gmm_vae.runs.summarize <sweep_dir>``: (re)write the summary, print the table."""
     parser = argparse.ArgumentParser(
-        prog="python -m gmm_vae.summarize",
+        prog="python -m gmm_vae.runs.summarize",
         description="Summarise a Hydra multirun of train.py: summary.csv, summary.md and "
                     "figures in the sweep directory.")
     parser.add_argument("sweep_dir", type=Path,

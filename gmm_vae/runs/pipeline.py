@@ -21,14 +21,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
-from gmm_vae import rundir
-from gmm_vae.callbacks import AtomicCheckpointIO, build_callbacks
-from gmm_vae.checkpoints import check_weights, checkpoint_lr_segment, read_checkpoint, saved_step
-from gmm_vae.data import GMMDataModule
+from gmm_vae.data.datamodule import GMMDataModule
 from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
-from gmm_vae.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.io import atomic_write_json
-from gmm_vae.training import VAEModule
+from gmm_vae.model.checkpoints import (
+    check_weights,
+    checkpoint_lr_segment,
+    read_checkpoint,
+    saved_step,
+)
+from gmm_vae.model.training import VAEModule
+from gmm_vae.runs import rundir
+from gmm_vae.runs.callbacks import AtomicCheckpointIO, build_callbacks
+from gmm_vae.runs.interrupts import SignalWatch, StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +130,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     Every user mistake (config, spec file, checkpoint) raises ConfigError before the run
     directory holds anything but Hydra's bookkeeping. SIGINT or SIGTERM ends the run with
     ``RunInterrupted``, ``status.json`` = interrupted (with the signal) and an intact
-    ``last.ckpt`` to resume from (``gmm_vae/interrupts.py``).
+    ``last.ckpt`` to resume from (``gmm_vae/runs/interrupts.py``).
     """
     watch = SignalWatch()
     with watch.installed():
@@ -186,7 +191,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GM
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         evaluation: dict[str, Any] | None = None
         if cfg.analysis.evaluate_at_end and trainer.is_global_zero:
-            from gmm_vae.report import write_evaluation
+            from gmm_vae.analysis.report import write_evaluation
 
             # Lightning moves the model back to the CPU after fit; the evaluation (1M coverage
             # samples, IWAE) runs where training ran.
@@ -390,7 +395,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
         f"  val:   loss {fmt('val/loss')}  recon {fmt('val/recon')}  kl {fmt('val/kl')}",
     ]
     if evaluation:
-        from gmm_vae.report import format_summary
+        from gmm_vae.analysis.report import format_summary
 
         lines.append(format_summary(evaluation))
     lines += [

@@ -1,0 +1,1 @@
+"""The ground truth and the data: the mixture, its data module, the benchmark suite."""

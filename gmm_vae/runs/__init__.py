@@ -1,0 +1,1 @@
+"""A run and its directory: train/evaluate pipelines, checkpoints and signals, sweeps."""
