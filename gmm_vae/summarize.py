@@ -34,6 +34,7 @@ import yaml
 from gmm_vae.aggregate import AGGREGATED, SeedGroup, group_by_seed, has_repeats
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
+from gmm_vae.registry import BY_NAME, CSV, HEADLINE, STATUS_FILE, STUDY, Metric, lookup, shown
 
 CSV_NAME = "summary.csv"
 SEEDS_CSV_NAME = "summary_seeds.csv"
@@ -44,31 +45,9 @@ OPTUNA_RESULTS = "optimization_results.yaml"
 
 COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
 
-# CSV column -> path in evaluation/metrics.json. Flat names, so a spreadsheet or pandas reads
-# them without knowing the nesting; ``_truth`` columns are the ground-truth sample's reference.
-METRIC_PATHS: dict[str, str] = {
-    "modes_captured": "coverage.modes_captured",
-    "n_components": "coverage.n_components",
-    "hq_fraction": "coverage.hq_fraction",
-    "hq_ratio": "coverage.hq_ratio",
-    "median_fraction": "coverage.median_fraction",
-    "weights_tv": "coverage.weights_tv",
-    "weights_tv_hq": "coverage.weights_tv_hq",
-    "active_units": "latent.active_units",
-    "kl": "latent.kl",
-    "posterior_collapsed": "latent.collapsed",
-    "nll_model": "nll.model",
-    "nll_true": "nll.true",
-    "nll_gap": "nll.gap",
-    "sliced_wasserstein": "distance.sliced_wasserstein",
-    "k_data_vae": "clusters.vae_samples.k_data",
-    "k_latent_vae": "clusters.vae_samples.k_latent",
-    "k_data_truth": "clusters.ground_truth.k_data",
-    "k_latent_truth": "clusters.ground_truth.k_latent",
-    "modes_hist_vae": "modes.vae_samples",
-    "modes_hist_truth": "modes.ground_truth",
-    "modes_nd_vae": "modes.nd_vae_samples",
-}
+# CSV column -> path in evaluation/metrics.json, from the registry. Flat names, so a spreadsheet
+# or pandas reads them without knowing the nesting; ``_truth`` columns are the ground truth's.
+METRIC_PATHS: dict[str, str] = {m.name: m.key for m in shown(CSV)}
 # Columns every row has, before the overrides' and after them.
 LEAD_COLUMNS = ("job",)
 STATUS_COLUMNS = ("status", "error", "wall_time_s", "objective", "val_loss")
@@ -78,30 +57,6 @@ STATUS_COLUMNS = ("status", "error", "wall_time_s", "objective", "val_loss")
 _MAX_DEPTH = 3
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-
-# The markdown table's headline columns: (header, one-line definition with range and direction).
-_MARKDOWN_LEGEND = (
-    ("objective", "modes captured / K - weights TV - max(NLL gap, 0), the value train() "
-                  "returns to a sweeper; at most 1, higher is better"),
-    ("modes", "true components whose high-quality samples, as a share of all samples, reach "
-              "`analysis.min_capture` of a perfect sampler's share, of K; higher is better"),
-    ("HQ ratio", "share of samples within `analysis.hq_threshold` (Mahalanobis) of a true "
-                 "component, divided by the share a perfect sampler gets; 1 is best"),
-    ("weight error", "total variation between the shares of all VAE samples (per component, "
-                     "high quality, plus off-mode) and a perfect sampler's; 0 to 1, lower is "
-                     "better"),
-    ("latent", "active latent units / latent dimension; **collapsed** when none is active or "
-               "KL is near 0 (the model ignores z)"),
-    ("NLL gap", "held-out negative log-likelihood of the VAE minus that of the true density, "
-                "nats per point; 0 is perfect, lower is better"),
-    ("sliced W", "sliced 2-Wasserstein distance between VAE and true samples, data units; "
-                 "lower is better (a perfect sampler scores the floor in metrics.json, not 0)"),
-    ("cluster k", "the study's instrument: cluster count on VAE samples / on true samples; "
-                 "closer to the truth's is better"),
-    ("hist. modes", "the study's instrument: histogram peaks of all coordinates pooled, VAE / "
-                    "truth; closer to the truth's is better"),
-)
-
 
 # ------------------------------------------------------------------------------ reading
 
@@ -175,15 +130,6 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name}: unreadable ({type(exc).__name__})"
 
 
-def _get(tree: Any, dotted: str) -> Any:
-    node = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _number(value: Any) -> float | None:
     """A finite float, or None for anything else (missing, null, NaN, text)."""
     if isinstance(value, bool) or value is None:
@@ -232,7 +178,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     if problem:
         row.errors.append(f"evaluation/{problem}")
     elif isinstance(metrics, dict):
-        row.metrics = {name: _get(metrics, path) for name, path in METRIC_PATHS.items()}
+        row.metrics = {name: lookup(metrics, path) for name, path in METRIC_PATHS.items()}
     return row
 
 
@@ -343,34 +289,25 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
            else "No common overrides."),
         "",
     ]
-    headers = ["job", *varying, "status", "objective ↑", "modes ↑", "HQ ratio (1)",
-               "weight error ↓", "latent", "NLL gap ↓", "sliced W ↓", "cluster k VAE / truth",
-               "hist. modes VAE / truth", "wall (s)"]
+    headline = shown(HEADLINE)
+    headers = ["job", *varying, "status",
+               *(f"{h.label} VAE / truth" if STUDY in h.shown else h.header for h in headline),
+               "wall (s)"]
     lines += ["| " + " | ".join(_md_escape(h) for h in headers) + " |",
               "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
-        m = r.metrics
         status = r.status if not r.error else f"**{r.status}**: {r.error}"
         if r.status == COMPLETED and r.error:
             status = f"{r.status} ({r.error})"
-        objective = _fmt(r.objective)
-        if best is not None and r.objective == best and len(objectives) > 1:
-            objective = f"**{objective}**"
-        modes = ("n/a" if m.get("modes_captured") is None
-                 else f"{_fmt(m.get('modes_captured'), 0)}/{_fmt(m.get('n_components'), 0)}")
         cells = [r.job, *(_md_override(r.overrides.get(k, "")) for k in varying), status,
-                 objective, modes,
-                 _fmt(m.get("hq_ratio")), _fmt(m.get("weights_tv")), _latent_cell(m),
-                 _fmt(m.get("nll_gap")),
-                 _fmt(m.get("sliced_wasserstein")),
-                 _pair(m.get("k_data_vae"), m.get("k_data_truth")),
-                 _pair(m.get("modes_hist_vae"), m.get("modes_hist_truth")),
+                 *(_headline_cell(h, r, best if len(objectives) > 1 else None)
+                   for h in headline),
                  _fmt(r.wall_time_s, 1)]
         lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
     lines += render_seed_table(rows)
     lines += ["", "Columns (every metric of every job is in `summary.csv` and in "
               "`<job>/evaluation/metrics.json`):", ""]
-    lines += [f"- **{name}**: {text}." for name, text in _MARKDOWN_LEGEND]
+    lines += [f"- **{h.label}**: {h.sentence}." for h in headline]
     lines.append("")
     optuna = _optuna_best(sweep_dir)
     if optuna:
@@ -380,16 +317,38 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
     return "\n".join(lines)
 
 
-def _latent_cell(m: dict[str, Any]) -> str:
-    active = m.get("active_units")
-    if active is None:
+# The headline column that marks a model whose posterior collapsed (``latent.collapsed``).
+_MARKS_COLLAPSE = "active_units"
+
+
+def _headline_cell(metric: Metric, row: JobRow, best: float | None) -> str:
+    """One headline cell: the value (of K where it has a denominator), a study instrument as
+    ``VAE / truth``, the best objective in bold, a collapsed model's latent cell marked."""
+    if metric.source == STATUS_FILE:
+        value = getattr(row, metric.name)
+        text = _fmt(value, metric.digits)
+        return f"**{text}**" if best is not None and value == best else text
+    m = row.metrics
+    value = m.get(metric.name)
+    if STUDY in metric.shown:
+        return _pair(value, m.get(metric.beside[0]))
+    if value is None:
         return "n/a"
-    return f"**collapsed** ({_fmt(active, 0)})" if m.get("posterior_collapsed") else _fmt(active, 0)
+    text = _fmt(value, metric.digits)
+    if metric.out_of in m:
+        text = f"{text}/{_fmt(m[metric.out_of], 0)}"
+    if metric.name == _MARKS_COLLAPSE and m.get("posterior_collapsed"):
+        text = f"**collapsed** ({text})"
+    return text
 
 
 def seed_groups(rows: Sequence[JobRow]) -> list[SeedGroup]:
     """The sweep's jobs grouped by every override but ``seed`` / ``data.seed``."""
     return group_by_seed([(r.job, r.overrides, r.metrics) for r in rows])
+
+
+# The seed table's metric columns (each aggregated in ``gmm_vae.aggregate``).
+_SEED_COLUMNS = tuple(BY_NAME[name] for name in ("weights_tv", "nll_gap", "hq_ratio"))
 
 
 def render_seed_table(rows: Sequence[JobRow]) -> list[str]:
@@ -400,13 +359,14 @@ def render_seed_table(rows: Sequence[JobRow]) -> list[str]:
     lines = ["", "## Seeds aggregated", "",
              "Jobs that differ only in `seed` / `data.seed`, one row per setting: mean ± sd over "
              "the seeds and, in brackets, the worst seed's value.", "",
-             "| setting | seeds | modes | weight error ↓ | NLL gap ↓ | HQ ratio (1) | collapsed |",
+             "| setting | seeds | modes | "
+             + " | ".join(m.header for m in _SEED_COLUMNS) + " | collapsed |",
              "|---|---|---|---|---|---|---|"]
     for g in groups:
         setting = ", ".join(f"`{k}={v}`" for k, v in g.settings.items()) or "(defaults)"
         cells = [setting, str(len(g.jobs)), g.captured_text()]
-        cells += [g.stats[m].text(4 if m == "weights_tv" else 3) if m in g.stats else "n/a"
-                  for m in ("weights_tv", "nll_gap", "hq_ratio")]
+        cells += [g.stats[m.name].text(m.digits) if m.name in g.stats else "n/a"
+                  for m in _SEED_COLUMNS]
         cells.append(f"{g.collapsed} of {g.evaluated}")
         lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
     return lines

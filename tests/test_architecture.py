@@ -62,6 +62,15 @@ def test_lower_layers_never_import_the_cli_or_pipeline() -> None:
         assert not graph[low] & {"cli", "pipeline", "rerun"}, (low, graph[low])
 
 
+def test_the_metric_registry_is_the_lowest_layer() -> None:
+    """Summary, report, callbacks, pipeline and benchmarks read the registry; it reads nothing
+    of theirs (STYLE: "One registry for anything listed in several places")."""
+    graph = import_graph()
+    assert graph["registry"] <= {"io", "errors"}, graph["registry"]
+    for reader in ("summarize", "report", "analysis_callbacks", "pipeline"):
+        assert "registry" in graph[reader], reader
+
+
 def test_the_evaluation_takes_the_plain_vae_not_the_training_module() -> None:
     graph = import_graph()
     for low in ("model", "evaluation", "report", "metrics", "plots"):
