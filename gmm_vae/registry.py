@@ -5,8 +5,8 @@
 its range and which direction is better, and says where it is shown. Everything that lists
 metrics reads this table instead of keeping its own copy:
 
-- ``gmm_vae.summarize``: the columns of ``summary.csv``, the headline columns of ``summary.md``
-  and their legend (``CSV``, ``HEADLINE``);
+- the sweep summary (``gmm_vae.sweep_jobs``, ``gmm_vae.summary_tables``): the columns of
+  ``summary.csv``, the headline columns of ``summary.md`` and their legend (``CSV``, ``HEADLINE``);
 - ``gmm_vae.analysis_callbacks``: the ``analysis/<name>`` scalars (``ANALYSIS``);
 - ``gmm_vae.pipeline.log_hparams``: the ``hp/<name>`` metrics (``HPARAMS``);
 - ``benchmarks/fidelity.py``: the columns of ``fidelity_runs.csv`` (``BENCH``);
