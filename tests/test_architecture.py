@@ -94,8 +94,19 @@ def test_lower_layers_never_import_the_cli_or_pipeline() -> None:
     graph = import_graph()
     for low in ("analysis.report", "analysis.evaluation", "analysis.metrics", "runs.callbacks",
                 "analysis.callbacks", "model.vae", "data.datamodule", "data.gmm",
-                "runs.summarize"):
+                "runs.summarize", "runs.sweep_jobs", "runs.summary_tables",
+                "runs.summary_figures", "analysis.registry"):
         assert not graph[low] & {"cli", "runs.pipeline", "runs.rerun"}, (low, graph[low])
+
+
+def test_the_metric_registry_reads_nothing_of_its_readers() -> None:
+    """Summary, report, callbacks, pipeline and benchmarks read the registry; it reads nothing
+    of theirs (STYLE: "One registry for anything listed in several places")."""
+    graph = import_graph()
+    assert graph["analysis.registry"] <= {"io", "errors"}, graph["analysis.registry"]
+    for reader in ("runs.sweep_jobs", "runs.summary_tables", "analysis.report",
+                   "analysis.callbacks", "runs.pipeline"):
+        assert "analysis.registry" in graph[reader], reader
 
 
 def test_the_evaluation_takes_the_plain_vae_not_the_training_module() -> None:

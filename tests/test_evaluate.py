@@ -105,7 +105,8 @@ def test_evaluate_py_writes_metrics_samples_figures_and_report(run_dir: Path, tm
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
     report = (out / "report.md").read_text()
-    for phrase in ("cluster count k on the points", "cluster count k on their latent codes",
+    # The study's instruments and the trusted measures, by their registry names.
+    for phrase in ("| cluster count k |", "| cluster count k of the latent codes |",
                    "histogram modes", "modes captured", "weight error", "high-quality share",
                    "median-ellipsoid fraction", "weight error among HQ samples",
                    "active latent units", "held-out NLL", "NLL gap", "sliced Wasserstein",

@@ -27,7 +27,8 @@ from omegaconf import DictConfig
 
 from gmm_vae.analysis import plots
 from gmm_vae.analysis.evaluation import EvalSettings, evaluate_model, settings_from_cfg
-from gmm_vae.analysis.report import json_safe, lookup, single_threaded_openmp
+from gmm_vae.analysis.registry import ANALYSIS, lookup, shown
+from gmm_vae.analysis.report import json_safe, single_threaded_openmp
 from gmm_vae.io import atomic_write_text
 from gmm_vae.model.vae import VAE
 
@@ -37,22 +38,8 @@ log = logging.getLogger(__name__)
 ANALYSIS_SEED = 0
 # IWAE log-likelihood is the costliest metric; during training it uses at most this many points.
 NLL_POINTS = 1000
-# Logged scalar -> path in the metrics dict of ``evaluate_model``.
-ANALYSIS_SCALARS: dict[str, str] = {
-    "analysis/modes_captured": "coverage.modes_captured",
-    "analysis/hq_fraction": "coverage.hq_fraction",
-    "analysis/weights_tv": "coverage.weights_tv",
-    "analysis/weights_tv_hq": "coverage.weights_tv_hq",
-    "analysis/active_units": "latent.active_units",
-    "analysis/kl": "latent.kl",
-    "analysis/nll_gap": "nll.gap",
-    "analysis/sliced_wasserstein": "distance.sliced_wasserstein",
-    "analysis/k_data_vae": "clusters.vae_samples.k_data",
-    "analysis/k_latent_vae": "clusters.vae_samples.k_latent",
-    "analysis/k_data_truth": "clusters.ground_truth.k_data",
-    "analysis/modes_hist_vae": "modes.vae_samples",
-    "analysis/modes_nd_vae": "modes.nd_vae_samples",
-}
+# Logged scalar -> path in the metrics dict of ``evaluate_model``: the registry's ANALYSIS rows.
+ANALYSIS_SCALARS: dict[str, str] = {f"analysis/{m.name}": m.key for m in shown(ANALYSIS)}
 
 
 @contextlib.contextmanager
@@ -99,13 +86,12 @@ def analysis_scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, path in ANALYSIS_SCALARS.items():
         value = lookup(metrics, path)
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        out[name] = json_safe(value) if numeric else None
+        if isinstance(value, bool):  # a verdict (posterior_collapsed) is a 0/1 curve
+            value = float(value)
+        out[name] = json_safe(value) if isinstance(value, int | float) else None
     # One curve per latent unit: which units carry information, and when they stopped.
     for i, value in enumerate(lookup(metrics, "latent.kl_per_dim") or []):
         out[f"analysis/kl_dim_{i}"] = json_safe(float(value))
-    collapsed = lookup(metrics, "latent.collapsed")
-    out["analysis/posterior_collapsed"] = None if collapsed is None else float(collapsed)
     return out
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig
 
+from gmm_vae.analysis.registry import BY_NAME, REPORT, STUDY, Metric, lookup, md_cell, shown
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
@@ -78,16 +79,6 @@ def single_threaded_openmp() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="openmp"):
         yield
-
-
-def lookup(metrics: dict[str, Any], path: str) -> Any:
-    """``metrics["a"]["b"]`` for ``path="a.b"``, or None when any part is missing."""
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -173,73 +164,35 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
 
 # --------------------------------------------------------------------------- the report
 
-# (label, metrics path of the VAE value, path of the ground-truth value)
-_STUDY_ROWS = (
-    ("cluster count k on the points", "clusters.vae_samples.k_data",
-     "clusters.ground_truth.k_data"),
-    ("cluster count k on their latent codes", "clusters.vae_samples.k_latent",
-     "clusters.ground_truth.k_latent"),
-    ("adjusted Rand index, points (1 = true partition, 0 = chance)",
-     "clusters.vae_samples.ari_data", "clusters.ground_truth.ari_data"),
-    ("adjusted Rand index, latent codes", "clusters.vae_samples.ari_latent",
-     "clusters.ground_truth.ari_latent"),
-    ("histogram modes, all coordinates pooled", "modes.vae_samples", "modes.ground_truth"),
-    ("histogram modes per axis", "modes.vae_samples_per_axis", "modes.ground_truth_per_axis"),
-)
+def _value(metric: Metric, metrics: dict[str, Any]) -> str:
+    """A metric's value as the report shows it: ``3 / 4`` where it has a denominator."""
+    text = _fmt(metric.read(metrics), metric.digits)
+    if metric.out_of:
+        total = BY_NAME[metric.out_of]
+        text += f" / {_fmt(total.read(metrics), total.digits)}"
+    return text
+
+
+def _reference(metric: Metric, metrics: dict[str, Any]) -> str:
+    """What to read a value against: its ideal and the values it is read beside
+    (``0 (perfect sampler 0.0014)``, ``perfect 0.500 (truth 0.497)``)."""
+    refs = [f"{r.label} {_value(r, metrics)}" for r in (BY_NAME[n] for n in metric.beside)]
+    if metric.ideal:
+        return metric.ideal + (f" ({', '.join(refs)})" if refs else "")
+    return refs[0] + "".join(f" ({r})" for r in refs[1:]) if refs else ""
+
+
+def _study_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(instrument, VAE value, ground-truth value): the registry's STUDY rows."""
+    return [(m.label, _value(m, metrics), _value(BY_NAME[m.beside[0]], metrics))
+            for m in shown(STUDY)]
 
 
 def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(measure, value, reference, one-line definition with range and better direction)."""
-    from gmm_vae.analysis.metrics import COLLAPSED_KL  # the verdict's own bound, not a copy of it
-
-    g = lambda path: lookup(metrics, path)  # noqa: E731
-    k = g("coverage.n_components")
-    iwae = g("nll.iwae_samples")
-    return [
-        ("modes captured", f"{_fmt(g('coverage.modes_captured'))} / {_fmt(k)}",
-         f"all {_fmt(k)} (perfect sampler {_fmt(g('coverage_truth.modes_captured'))})",
-         "true components whose high-quality samples, as a share of all samples drawn, reach "
-         f"`analysis.min_capture` ({_fmt(g('coverage.min_capture'))}) of a perfect sampler's "
-         "share; 0 to K, higher is better"),
-        ("weight error", _fmt(g("coverage.weights_tv"), 4),
-         f"0 (perfect sampler {_fmt(g('coverage_truth.weights_tv'), 4)})",
-         "total variation between the shares of all samples (per component, high quality, "
-         "plus one off-mode bin) and a perfect sampler's; 0 to 1, lower is better"),
-        ("high-quality share", _fmt(g("coverage.hq_fraction")),
-         f"perfect {_fmt(g('coverage.hq_perfect'))}",
-         "share of samples within Mahalanobis distance `analysis.hq_threshold` of their nearest "
-         "true component; 0 to 1, closest to perfect is best (above it: too concentrated)"),
-        ("median-ellipsoid fraction", _fmt(g("coverage.median_fraction")),
-         f"perfect {_fmt(g('coverage.median_perfect'))} (truth "
-         f"{_fmt(g('coverage_truth.median_fraction'))})",
-         "share of samples inside their nearest component's median (chi-square) ellipsoid; "
-         "0 to 1, a perfect sampler's (0.5 where components are separated) is calibrated, "
-         "above: too concentrated, below: too diffuse"),
-        ("weight error among HQ samples", _fmt(g("coverage.weights_tv_hq"), 4),
-         f"0 (perfect sampler {_fmt(g('coverage_truth.weights_tv_hq'), 4)})",
-         "secondary: TV between the true weights and the shares of the high-quality samples "
-         "alone; blind to how many samples are off-mode, so never read it without the above"),
-        ("active latent units", f"{_fmt(g('latent.active_units'))} / "
-         f"{_fmt(g('latent.latent_dim'))}", ">= 1",
-         "latent units whose posterior mean varies over the test points by more than 0.01 "
-         "(Burda et al. 2016); 0 means posterior collapse"),
-        ("KL(q(z|x) || p(z))", _fmt(g("latent.kl")), f"> {COLLAPSED_KL}",
-         "mean KL of the posterior from the prior, nats per point; near 0 the code carries "
-         "no information and the decoder ignores z"),
-        ("held-out NLL, model", _fmt(g("nll.model")), f"true density {_fmt(g('nll.true'))}",
-         f"mean negative log-likelihood of the test points, nats per point (IWAE, "
-         f"k={_fmt(iwae)}); lower is better, the true density is the best possible"),
-        ("NLL gap", _fmt(g("nll.gap")), "0",
-         "model NLL minus true NLL; >= 0 in expectation, 0 is perfect, lower is better"),
-        ("sliced Wasserstein", _fmt(g("distance.sliced_wasserstein")),
-         f"floor {_fmt(g('distance.sliced_wasserstein_floor'))}",
-         "sliced 2-Wasserstein distance between VAE and ground-truth samples, data units; >= 0, "
-         "lower is better, at the floor (two truth halves) it is indistinguishable at this n"),
-        ("N-D mode count (mean-shift)", _fmt(g("modes.nd_vae_samples")),
-         f"truth {_fmt(g('modes.nd_ground_truth'))}",
-         "modes found by mean-shift in all D dimensions, no true parameters used; closer to the "
-         "truth's count is better"),
-    ]
+    """(measure, value, reference, definition with range and better direction): the
+    registry's REPORT rows."""
+    return [(m.label, _value(m, metrics), _reference(m, metrics), m.sentence)
+            for m in shown(REPORT)]
 
 
 def _collapse_banner(metrics: dict[str, Any]) -> list[str]:
@@ -277,8 +230,7 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
         "| instrument | VAE samples | ground truth |",
         "|---|---|---|",
     ]
-    lines += [f"| {label} | {_fmt(g(vae), 2)} | {_fmt(g(gt), 2)} |"
-              for label, vae, gt in _STUDY_ROWS]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in _study_rows(metrics)]
     lines += [
         "",
         "## Trusted measures",
@@ -286,8 +238,8 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
         "| measure | value | reference | definition (range; better) |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {value} | {ref} | {definition} |"
-              for name, value, ref, definition in _trusted_rows(metrics)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |"
+              for row in _trusted_rows(metrics)]
     shares, captured = g("coverage.shares"), g("coverage.captured")
     weights = _true_weights(run_dir)
     if shares:

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
+from gmm_vae.analysis.registry import HPARAMS, STATUS_FILE, shown
 from gmm_vae.data.datamodule import GMMDataModule
 from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
 from gmm_vae.io import atomic_write_json
@@ -342,12 +343,11 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any])
     params = {k: OmegaConf.select(cfg, k) for k in HPARAM_KEYS}
     params["model.hidden_dims"] = str(list(cfg.model.hidden_dims))
     params["model.latent_dim"] = int(trainer.lightning_module.vae.latent_dim)  # resolved if auto
-    cov, nll = evaluation.get("coverage", {}), evaluation.get("nll", {})
-    metrics = {"hp/modes_captured": cov.get("modes_captured"), "hp/hq_ratio": cov.get("hq_ratio"),
-               "hp/weights_tv": cov.get("weights_tv"), "hp/nll_gap": nll.get("gap"),
-               "hp/active_units": (evaluation.get("latent") or {}).get("active_units"),
-               "hp/objective": objective(evaluation)}
-    metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+    # The registry's HPARAMS rows; status.json's (the objective) are computed here.
+    status = {"objective": objective(evaluation)}
+    values = {f"hp/{m.name}": status.get(m.name) if m.source == STATUS_FILE else m.read(evaluation)
+              for m in shown(HPARAMS)}
+    metrics = {k: float(v) for k, v in values.items() if v is not None}
     trainer.logger.log_hyperparams(params, metrics)
 
 
