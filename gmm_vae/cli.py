@@ -153,7 +153,8 @@ def train_main(cfg: Any) -> float:
     that a configuration error left empty. In a multirun one bad combination must not kill the
     sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
     """
-    from gmm_vae.runs.pipeline import hydra_run_dir, is_multirun, resume_config, train, write_status
+    from gmm_vae.runs.pipeline import hydra_run_dir, is_multirun, train, write_status
+    from gmm_vae.runs.resume import resume_config
 
     run_dir = hydra_run_dir()
     try:

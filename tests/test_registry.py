@@ -175,7 +175,8 @@ def test_summary_columns_tags_and_hparams_are_the_registrys() -> None:
 def test_hparams_are_logged_under_the_registrys_names(metrics: dict[str, Any]) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from gmm_vae.runs.pipeline import log_hparams, objective
+    from gmm_vae.analysis.search import objective
+    from gmm_vae.runs.pipeline import log_hparams
 
     class Logger(TensorBoardLogger):
         def __init__(self) -> None:

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from gmm_vae import io as io_mod
+from gmm_vae.analysis.search import objective
 from gmm_vae.errors import RunDirTaken, RunInterrupted, WriteFailed
 from gmm_vae.model.schedules import CosineSegment
 from gmm_vae.runs import pipeline, rundir
@@ -364,10 +365,10 @@ def _evaluation(captured: int = 4, k: int = 4, tv: Any = 0.01, gap: Any = 0.02) 
 
 
 def test_objective_known_values() -> None:
-    assert pipeline.objective(_evaluation()) == pytest.approx(1 - 0.01 - 0.02)
-    assert pipeline.objective(_evaluation(captured=3)) == pytest.approx(0.75 - 0.03)
+    assert objective(_evaluation()) == pytest.approx(1 - 0.01 - 0.02)
+    assert objective(_evaluation(captured=3)) == pytest.approx(0.75 - 0.03)
     # A negative gap (IWAE noise) is no reward.
-    assert pipeline.objective(_evaluation(gap=-0.5)) == pytest.approx(0.99)
+    assert objective(_evaluation(gap=-0.5)) == pytest.approx(0.99)
 
 
 @pytest.mark.parametrize("broken", [
@@ -376,7 +377,7 @@ def test_objective_known_values() -> None:
     {"coverage": {"modes_captured": 4, "n_components": 4, "weights_tv": 0.0}}, {}, None,
 ], ids=["gap-null", "gap-nan", "gap-inf", "tv-null", "tv-nan", "k-0", "no-nll", "empty", "none"])
 def test_objective_is_nan_when_a_term_is_missing_or_not_finite(broken: Any) -> None:
-    assert math.isnan(pipeline.objective(broken))
+    assert math.isnan(objective(broken))
 
 
 # ------------------------------------------------------------------------------ older runs

@@ -22,19 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
 from gmm_vae.analysis.registry import HPARAMS, STATUS_FILE, shown
+from gmm_vae.analysis.search import objective
 from gmm_vae.data.datamodule import GMMDataModule
 from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
 from gmm_vae.io import atomic_write_json
-from gmm_vae.model.checkpoints import (
-    check_weights,
-    checkpoint_lr_segment,
-    read_checkpoint,
-    saved_step,
-)
+from gmm_vae.model.checkpoints import check_weights, read_checkpoint, saved_step
 from gmm_vae.model.training import VAEModule
 from gmm_vae.runs import rundir
 from gmm_vae.runs.callbacks import AtomicCheckpointIO, build_callbacks
 from gmm_vae.runs.interrupts import SignalWatch, StopOnSignal
+from gmm_vae.runs.resume import check_extension, explicit_overrides
 
 log = logging.getLogger(__name__)
 
@@ -261,41 +258,12 @@ def check_last_checkpoint(run_dir: Path, global_step: int) -> None:
                           f"step {global_step}")
 
 
-def check_extension(ckpt: dict[str, Any], cfg: DictConfig) -> None:
-    """Refuse to extend a run whose learning rate has already decayed to 0.
-
-    Continuing it would train at lr 0: the weights could not change, only the clock. The rule
-    for extensions (``schedules.CosineSegment.extended``) keeps the rate falling, so such a run
-    is finished; a longer run is a new one.
-    """
-    segment = checkpoint_lr_segment(ckpt)
-    states = ckpt.get("lr_schedulers") or []
-    if segment is None or not states:
-        return
-    at = int(states[0].get("last_epoch", 0))
-    new_end = int(cfg.trainer.max_epochs)
-    if new_end > segment.end_epoch and segment.annealed(at):
-        raise ConfigError(
-            f"trainer.max_epochs={new_end}: the run's learning rate decayed to 0 at epoch "
-            f"{segment.end_epoch} (model.lr_schedule=cosine), so more epochs cannot change its "
-            f"weights; train a new run with trainer.max_epochs={new_end}")
-
-
 def _is_inside(path: Path, directory: Path) -> bool:
     try:
         path.resolve().relative_to(directory.resolve())
     except ValueError:
         return False
     return True
-
-
-def explicit_overrides() -> list[str]:
-    """The settings given on this command line (``key`` of each ``key=value``), if any."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    return [item.split("=", 1)[0].lstrip("+~") for item in HydraConfig.get().overrides.task]
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
@@ -351,30 +319,6 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any])
     trainer.logger.log_hyperparams(params, metrics)
 
 
-def objective(evaluation: dict[str, Any] | None) -> float:
-    """One number to maximise in a search: share of modes captured minus the errors.
-
-    ``modes_captured / K - weights_tv - max(nll_gap, 0)``: 1 for a perfect model; each missed
-    mode costs 1/K, each nat of likelihood gap costs 1. Both coverage terms are judged against
-    a perfect sampler over all samples drawn, so a collapsed or barely trained model scores
-    near or below 0 (it cannot earn modes with stray samples). NaN when any term is missing or
-    not finite (a NaN likelihood is stored as null): a search must never read a broken
-    evaluation as a perfect one.
-    """
-    if not evaluation:
-        return float("nan")
-    cov, nll = evaluation.get("coverage") or {}, evaluation.get("nll") or {}
-    try:
-        terms = [float(cov["modes_captured"]), float(cov["n_components"]),
-                 float(cov["weights_tv"]), float(nll["gap"])]
-    except (KeyError, TypeError, ValueError):
-        return float("nan")
-    captured, k, tv, gap = terms
-    if not all(math.isfinite(t) for t in terms) or k <= 0:
-        return float("nan")
-    return captured / k - tv - max(gap, 0.0)
-
-
 def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int,
                   evaluation: dict[str, Any] | None = None,
                   train_time: float | None = None) -> None:
@@ -419,31 +363,3 @@ def is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The config of the run in ``cfg.resume``, with this command's explicit overrides on top.
-
-    ``python train.py resume=<run_dir> trainer.max_epochs=500`` continues that run in place from
-    ``checkpoints/last.ckpt`` with its own settings, extended by the overrides given now. (The
-    model itself is rebuilt from the checkpoint's hyper-parameters: ``build_model``.)
-    """
-    run_dir = Path(str(cfg.resume)).expanduser()
-    saved_cfg = run_dir / ".hydra" / "config.yaml"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not run_dir.is_dir():
-        raise ConfigError(f"resume={cfg.resume}: no such run directory")
-    if not saved_cfg.is_file():
-        raise ConfigError(f"resume={cfg.resume}: not a train.py run directory (no "
-                          ".hydra/config.yaml)")
-    if not last.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt to resume from")
-    resumed = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig),
-                              OmegaConf.load(saved_cfg))
-    for key in explicit_overrides():
-        if key in ("resume", "ckpt_path") or key.startswith("hydra."):
-            continue
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
-    resumed.resume = None
-    resumed.ckpt_path = str(last)
-    return resumed, run_dir  # type: ignore[return-value]
