@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,4 +101,6 @@ def _refusal_exits() -> Iterator[None]:
 
 def _is_ddp_child() -> bool:
     """A process Lightning re-launched as a DDP rank > 0 (it replays the whole command line)."""
-    return any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK"))
+    from gmm_vae.runs.rundir import owns_run_dir
+
+    return not owns_run_dir()

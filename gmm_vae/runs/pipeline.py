@@ -160,7 +160,7 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
     if ckpt is not None:
         check_weights(model, ckpt, f"ckpt_path={cfg.ckpt_path}",
                       "the config (model.* settings differ from the run that wrote it)")
-    rank_zero = _is_rank_zero()
+    rank_zero = rundir.owns_run_dir()
     if not rank_zero:  # a DDP child: the process the user started owns the run dir
         return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero)
     # ckpt_path inside the run dir: this run continues the one there (resume).
@@ -270,11 +270,6 @@ def _last_checkpoint(run_dir: Path) -> str | None:
     """``checkpoints/last.ckpt`` if it exists: what ``resume`` continues from."""
     last = run_dir / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
-
-
-def _is_rank_zero() -> bool:
-    """True in the process that owns the run dir (Lightning sets these in DDP children)."""
-    return all(int(os.environ.get(v, "0")) == 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def _threads_for_parallel_jobs() -> int | None:

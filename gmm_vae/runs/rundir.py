@@ -30,6 +30,12 @@ RUN_ARTEFACTS = ("status.json", "checkpoints", "evaluation", "analysis.jsonl", "
 _OLD_RUN_EXTRAS = (".hydra", "train.log", "metrics.csv")
 
 
+def owns_run_dir() -> bool:
+    """True in the process the user started; False in a DDP rank Lightning (or torchrun)
+    re-launched, which replays the command line and shares the run dir it must not claim."""
+    return all(os.environ.get(v, "0") in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
 def lock_holder(run_dir: Path) -> int | None:
     """The pid of the live process that holds ``run_dir``'s lock, or None when it is free."""
     path = run_dir / LOCK_NAME
