@@ -63,6 +63,8 @@ class Run:
     run_dir: Path
     status: dict[str, Any] = field(repr=False)
     metrics: dict[str, Any] | None = field(repr=False)
+    # Models already loaded, by checkpoint: sample() and figure() need not rebuild the data.
+    _models: dict[str, VAE] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def gmm(self) -> GMM:
@@ -72,7 +74,13 @@ class Run:
         return GMM.from_yaml(self.run_dir / "gmm.yaml")
 
     def model(self, ckpt: str = "last") -> VAE:
-        """The trained VAE from ``checkpoints/<ckpt>.ckpt``, rebuilt from its own record."""
+        """The trained VAE from ``checkpoints/<ckpt>.ckpt``, rebuilt from its own record (once
+        per checkpoint; later calls return the same module)."""
+        if ckpt not in self._models:
+            self._models[ckpt] = self._load_model(ckpt)
+        return self._models[ckpt]
+
+    def _load_model(self, ckpt: str) -> VAE:
         from gmm_vae.runs import pipeline
         from gmm_vae.runs.rerun import (
             datamodule_for_run,
