@@ -23,11 +23,12 @@ from gmm_vae.errors import RunDirTaken
 
 LOCK_NAME = ".lock"
 # What a train.py run writes, besides Hydra's ``.hydra/`` and ``train.log``: one of these in a
-# directory means a run has used it.
+# directory means a run has used it. (``metrics.csv`` and ``mlruns/``: the CSV and MLflow
+# loggers, ``gmm_vae.runs.loggers``; ``run_config.yaml``: the config as trained.)
 RUN_ARTEFACTS = ("status.json", "checkpoints", "evaluation", "analysis.jsonl", "gmm.yaml",
-                 "hparams.yaml", "figures")
+                 "hparams.yaml", "figures", "metrics.csv", "mlruns", "run_config.yaml")
 # Removed with the artefacts by overwrite=true: the old run's Hydra record and logs.
-_OLD_RUN_EXTRAS = (".hydra", "train.log", "metrics.csv")
+_OLD_RUN_EXTRAS = (".hydra", "train.log")
 
 
 def owns_run_dir() -> bool:
