@@ -126,14 +126,17 @@ def validate_or_exit(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from gmm_vae.config import validate
+    from gmm_vae.config import check_run_mode, validate
+    from gmm_vae.runs.loggers import check_available
 
-    if cfg.get("resume") or not HydraConfig.initialized():
-        return
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
         return
     try:
+        check_run_mode(cfg, multirun=False)
+        if cfg.get("resume"):
+            return
         validate(cfg)
+        check_available(cfg)
         if cfg.data.spec_path:
             from gmm_vae.data.gmm import GMM
 
