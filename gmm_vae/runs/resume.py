@@ -8,6 +8,7 @@ decayed to 0 is finished (``check_extension``). ``pipeline.train`` does the rest
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,27 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
         raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt to resume from")
     resumed = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig),
                               OmegaConf.load(saved_cfg))
-    for key in explicit_overrides():
-        if key in ("resume", "ckpt_path") or key.startswith("hydra."):
-            continue
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    with_overrides(resumed, cfg, explicit_overrides())  # type: ignore[arg-type]
     resumed.resume = None
     resumed.ckpt_path = str(last)
     return resumed, run_dir  # type: ignore[return-value]
+
+
+# Settings that choose which run a command continues or copies: never copied onto that run.
+_RUN_SELECTORS = ("resume", "rerun", "ckpt_path")
+
+
+def with_overrides(saved: DictConfig, cfg: DictConfig, keys: Sequence[str]) -> DictConfig:
+    """``saved`` (a run's own config) with this command's values of ``keys`` on top.
+
+    ``keys`` are the settings the command line gave (``explicit_overrides``); the ones that
+    select the run (``resume``, ``rerun``, ``ckpt_path``) and Hydra's own are not copied.
+    """
+    for key in keys:
+        if key in _RUN_SELECTORS or key.startswith("hydra."):
+            continue
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+    return saved
 
 
 def explicit_overrides() -> list[str]:

@@ -31,7 +31,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae.errors import RunDirTaken
-from gmm_vae.io import atomic_write_json
 from gmm_vae.runs import rundir
 
 # The config a run recorded itself (``pipeline.train`` writes it when the run starts).
@@ -142,4 +141,4 @@ def plan_job(job_dir: Path, cfg: DictConfig) -> JobPlan:
 
 def record_skip(job_dir: Path, plan: JobPlan) -> None:
     """Keep a skipped job's decision in its ``status.json`` (the rest of it stands)."""
-    atomic_write_json(job_dir / "status.json", {**_status(job_dir), STATUS_KEY: plan.note()})
+    rundir.update_status(job_dir, **{STATUS_KEY: plan.note()})
