@@ -52,12 +52,17 @@ def with_overrides(saved: DictConfig, cfg: DictConfig, keys: Sequence[str]) -> D
     """``saved`` (a run's own config) with this command's values of ``keys`` on top.
 
     ``keys`` are the settings the command line gave (``explicit_overrides``); the ones that
-    select the run (``resume``, ``rerun``, ``ckpt_path``) and Hydra's own are not copied.
+    select the run (``resume``, ``rerun``, ``ckpt_path``) and Hydra's own are not copied, nor
+    is a config group chosen as a whole that is no key of the config (``debug=tiny``: its
+    values are already in ``saved``, as the run composed them).
     """
+    absent = object()
     for key in keys:
         if key in _RUN_SELECTORS or key.startswith("hydra."):
             continue
-        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:
+            OmegaConf.update(saved, key, value, merge=False)
     return saved
 
 

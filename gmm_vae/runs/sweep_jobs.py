@@ -146,6 +146,8 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         elif state == FAILED:
             row.status = FAILED
             row.errors.insert(0, str(status.get("error") or "failed without a message"))
+        elif state == "interrupted":  # unfinished; sweep_resume=true continues it
+            row.errors.append(f"interrupted by {status.get('signal') or 'a signal'}")
         elif state != "running":
             row.errors.append(f"status.json: unknown status {state!r}")
         launch = status.get("sweep_resume")
