@@ -6,6 +6,9 @@ over all samples), aggregated over training seeds (the worst seed counts).
     python benchmarks/fidelity.py --cases ring8 grid25 --seeds 5 --references
     python benchmarks/fidelity.py --list
 
+Progress goes to stderr: a line when a run starts, and when one ends the runs done, the ones
+running and an estimate of the time left.
+
 The mixtures are ``gmm_vae.data.suite``'s: the default 3-D K=4 one over five data seeds, harder
 random ones, the literature's ring and grid, and tight symmetric layouts in 3-D and 5-D. The cases
 in ``SEEDED`` run on ``--seeds`` training seeds (``seed=0..N-1``), the others on the default seed
@@ -21,13 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import queue
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script: runs from a checkout whether or not it is installed
@@ -76,8 +80,70 @@ def floors_met(row: dict, kind: str) -> bool:
     return ok
 
 
-def run_case(overrides: list[str], workdir: str, threads: int) -> tuple[dict, float]:
+def duration(seconds: float) -> str:
+    """``42 s``, ``2 min 30 s``, ``1 h 05 min``: a time left, to the precision that matters."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """Runs done, the ones running and the time left, a line on stderr at each start and end.
+
+    The suite takes hours: without this the terminal is silent between two JSON rows. The time
+    left is the mean wall time of the runs done so far times the runs left, over the runs at
+    once (a rough guide: the mixtures' run times differ).
+    """
+
+    def __init__(self, total: int, jobs: int, stream: TextIO | None = None) -> None:
+        self.total, self.jobs, self.stream = total, max(1, jobs), stream
+        self.running: list[str] = []
+        self.walls: list[float] = []
+
+    def _write(self, text: str) -> None:
+        print(text, file=self.stream if self.stream is not None else sys.stderr, flush=True)
+
+    def started(self, label: str) -> None:
+        self.running.append(label)
+        self._write(f"fidelity: started {label} (run {len(self.walls) + len(self.running)} "
+                    f"of {self.total})")
+
+    def eta_s(self) -> float | None:
+        """Seconds left by the mean run so far; None before the first run ends."""
+        if not self.walls:
+            return None
+        left = self.total - len(self.walls)
+        return left * (sum(self.walls) / len(self.walls)) / max(1, min(self.jobs, left))
+
+    def finished(self, label: str, wall: float) -> None:
+        if label in self.running:
+            self.running.remove(label)
+        self.walls.append(wall)
+        eta = self.eta_s()
+        left = "done" if len(self.walls) == self.total else (
+            f"about {duration(eta)} left" if eta is not None else "time left unknown")
+        running = f"; running: {', '.join(self.running)}" if self.running else ""
+        self._write(f"fidelity: {len(self.walls)}/{self.total} runs done ({label} in "
+                    f"{wall:.0f} s){running}; {left}")
+
+
+# In a worker process: where run_case says that it started (set by the pool's initializer).
+_STARTED: Any = None
+
+
+def _init_worker(started: Any) -> None:
+    global _STARTED
+    _STARTED = started
+
+
+def run_case(overrides: list[str], workdir: str, threads: int,
+             label: str = "") -> tuple[dict, float]:
     """Train and evaluate one run in this (worker) process; its metrics and wall time."""
+    if _STARTED is not None:
+        _STARTED.put(label)
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -256,22 +322,47 @@ def main() -> None:
                     overrides = [*MODELS[model], *suite[name].overrides, f"seed={seed}", *extra]
                     tasks.append((name, model, seed, overrides))
         print(f"{len(tasks)} runs, {args.jobs} at a time", flush=True)
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_case, ov, str(Path(tmp) / model / f"{name}_{seed}"), 1):
+        context = get_context("spawn")
+        started = context.Queue()
+        bar = Progress(len(tasks), args.jobs)
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context,
+                                 initializer=_init_worker, initargs=(started,)) as pool:
+            futures = {pool.submit(run_case, ov, str(Path(tmp) / model / f"{name}_{seed}"), 1,
+                                   f"{name}/{model}/{seed}"):
                        (name, model, seed) for name, model, seed, ov in tasks}
-            for future in as_completed(futures):
-                name, model, seed = futures[future]
-                metrics, wall = future.result()
-                row = row_for(suite[name], model, seed, metrics, wall)
-                rows = [r for r in rows if (r["case"], r["model"], str(r["seed"]))
-                        != (name, model, str(seed))] + [row]
-                order = {n: i for i, n in enumerate(suite)}
-                rows.sort(key=lambda r: (r["model"], order.get(r["case"], 99), int(r["seed"])))
-                print(json.dumps(row), flush=True)
-                write_tables(rows, [], args.out)
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                _report_starts(started, bar)
+                for future in done:
+                    name, model, seed = futures[future]
+                    metrics, wall = future.result()
+                    bar.finished(f"{name}/{model}/{seed}", wall)
+                    rows = _add_row(rows, suite, row_for(suite[name], model, seed, metrics, wall))
+                    write_tables(rows, [], args.out)
         refs = reference_rows(suite, 300) if args.references else []
         write_tables(rows, refs, args.out)
     print((args.out / "fidelity.md").read_text())
+
+
+def _report_starts(started: Any, bar: Progress) -> None:
+    """Every start the workers reported since the last look."""
+    while True:
+        try:
+            bar.started(started.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _add_row(rows: list[dict], suite: dict[str, Mixture], row: dict) -> list[dict]:
+    """``rows`` with ``row`` in (replacing an earlier run of the same case, model and seed),
+    in the tables' order; the row is printed as a JSON line."""
+    key = (row["case"], row["model"], str(row["seed"]))
+    rows = [r for r in rows if (r["case"], r["model"], str(r["seed"])) != key] + [row]
+    order = {n: i for i, n in enumerate(suite)}
+    rows.sort(key=lambda r: (r["model"], order.get(r["case"], 99), int(r["seed"])))
+    print(json.dumps(row), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

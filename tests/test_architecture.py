@@ -106,7 +106,7 @@ def test_the_metric_registry_reads_nothing_of_its_readers() -> None:
     graph = import_graph()
     assert graph["analysis.registry"] <= {"io", "errors", "values"}, graph["analysis.registry"]
     for reader in ("runs.sweep_jobs", "runs.summary_tables", "analysis.report",
-                   "analysis.callbacks", "runs.pipeline"):
+                   "analysis.callbacks", "runs.loggers"):
         assert "analysis.registry" in graph[reader], reader
 
 

@@ -191,7 +191,7 @@ def test_hparams_are_logged_under_the_registrys_names(metrics: dict[str, Any]) -
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from gmm_vae.analysis.search import objective
-    from gmm_vae.runs.pipeline import log_hparams
+    from gmm_vae.runs.loggers import log_final
 
     class Logger(TensorBoardLogger):
         def __init__(self) -> None:
@@ -200,10 +200,11 @@ def test_hparams_are_logged_under_the_registrys_names(metrics: dict[str, Any]) -
         def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
             self.logged = metrics
 
-    trainer = type("Trainer", (), {"logger": Logger(), "lightning_module": type(
+    logger = Logger()
+    trainer = type("Trainer", (), {"loggers": [logger], "global_step": 16, "lightning_module": type(
         "Module", (), {"vae": type("VAE", (), {"latent_dim": 2})})})()
-    log_hparams(trainer, compose_config(TINY), metrics)  # type: ignore[arg-type]
-    logged = trainer.logger.logged
+    log_final(trainer, compose_config(TINY), metrics, Path("/run"))  # type: ignore[arg-type]
+    logged = logger.logged
     assert set(logged) == {f"hp/{m.name}" for m in shown(HPARAMS)}
     assert logged["hp/weights_tv"] == metrics["coverage"]["weights_tv"]
     assert logged["hp/objective"] == pytest.approx(objective(metrics))

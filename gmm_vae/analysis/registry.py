@@ -8,7 +8,7 @@ metrics reads this table instead of keeping its own copy:
 - the sweep summary (``gmm_vae.runs.sweep_jobs``, ``gmm_vae.runs.summary_tables``): the columns of
   ``summary.csv``, the headline columns of ``summary.md`` and their legend (``CSV``, ``HEADLINE``);
 - ``gmm_vae.analysis.callbacks``: the ``analysis/<name>`` scalars (``ANALYSIS``);
-- ``gmm_vae.runs.pipeline.log_hparams``: the ``hp/<name>`` metrics (``HPARAMS``);
+- ``gmm_vae.runs.loggers.log_final``: the ``hp/<name>`` metrics (``HPARAMS``);
 - ``benchmarks/fidelity.py``: the columns of ``fidelity_runs.csv`` (``BENCH``);
 - ``gmm_vae.analysis.report``: the rows of ``report.md`` (``REPORT``, ``STUDY``);
 - the README's "Metrics" glossary: ``python -m gmm_vae.analysis.registry --markdown``

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig
 
+from gmm_vae.analysis import progress
 from gmm_vae.analysis.registry import BY_NAME, REPORT, STUDY, Metric, shown
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
@@ -108,8 +109,16 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
     Files: ``metrics.json`` (every metric, NaN as null, plus ``checkpoint`` and ``seed``),
     ``samples.npy`` (the ``n_samples`` x D VAE samples in data coordinates, float64), four PNG
     figures and ``report.md``. The histogram figure is drawn on the same subset the mode counts
-    use, so its peaks are the report's numbers. Returns the metrics as written.
+    use, so its peaks are the report's numbers. Returns the metrics as written. A step that
+    takes more than a few seconds says so on stderr (``gmm_vae.analysis.progress``).
     """
+    with progress.reporting():
+        return _write_evaluation(Path(run_dir), model, datamodule, cfg, ckpt_label, n_samples,
+                                 seed)
+
+
+def _write_evaluation(run_dir: Path, model: VAE, datamodule: Any, cfg: DictConfig,
+                      ckpt_label: str, n_samples: int, seed: int) -> dict[str, Any]:
     import torch
 
     from gmm_vae.analysis import plots
@@ -130,6 +139,7 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
     idx = np.arange(min(tsne_points, len(datamodule.x_test)))
     codes = model.embed(torch.from_numpy(np.asarray(datamodule.x_test[idx]))).cpu().numpy()
     m = settings.cluster_points
+    progress.begin("figures (t-SNE)")
     figures = {
         "tsne_latent": plots.tsne_latent(codes, datamodule.y_test[idx], tsne_points=tsne_points,
                                          seed=seed, title=title),

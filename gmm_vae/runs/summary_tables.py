@@ -34,7 +34,7 @@ OPTUNA_RESULTS = "optimization_results.yaml"
 
 # Columns every row has, before the overrides' and after them.
 LEAD_COLUMNS = ("job",)
-STATUS_COLUMNS = ("status", "error", "wall_time_s", "objective", "val_loss")
+STATUS_COLUMNS = ("status", "error", "launch", "wall_time_s", "objective", "val_loss")
 
 
 def _csv_value(value: Any) -> Any:
@@ -58,7 +58,7 @@ def render_csv(rows: Sequence[JobRow]) -> str:
         writer.writerow([
             row.job,
             *(row.overrides.get(k, "") for k in keys),
-            row.status, row.error,
+            row.status, row.error, row.launch,
             *(_csv_value(v) for v in (row.wall_time_s, row.objective, row.val_loss)),
             *(_csv_value(row.metrics.get(name)) for name in METRIC_PATHS),
         ])
@@ -101,8 +101,13 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
            else "No common overrides."),
         "",
     ]
+    resumed = any(r.launch for r in rows)
+    if resumed:
+        actions = [r.launch.split(":")[0] for r in rows if r.launch]
+        lines += ["Last launch (`sweep_resume=true`): " + ", ".join(
+            f"{actions.count(a)} {a}" for a in dict.fromkeys(actions)) + ".", ""]
     headline = shown(HEADLINE)
-    headers = ["job", *varying, "status",
+    headers = ["job", *varying, "status", *(["last launch"] if resumed else []),
                *(f"{h.label} VAE / truth" if STUDY in h.shown else h.header for h in headline),
                "wall (s)"]
     lines += ["| " + " | ".join(md_cell(h) for h in headers) + " |",
@@ -112,6 +117,7 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
         if r.status == COMPLETED and r.error:
             status = f"{r.status} ({r.error})"
         cells = [r.job, *(_md_override(r.overrides.get(k, "")) for k in varying), status,
+                 *([r.launch or "(not reached)"] if resumed else []),
                  *(_headline_cell(h, r, best if len(objectives) > 1 else None)
                    for h in headline),
                  fmt(r.wall_time_s, 1)]

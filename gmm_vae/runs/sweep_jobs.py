@@ -28,6 +28,10 @@ COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
 # or pandas reads them without knowing the nesting; ``_truth`` columns are the ground truth's.
 METRIC_PATHS: dict[str, str] = {m.name: m.key for m in shown(CSV)}
 
+# Overrides that say how a sweep was launched, not what a job computes: not a column (a resumed
+# sweep's jobs would differ in them only by which launch reached them last).
+LAUNCH_OVERRIDES = ("sweep_resume",)
+
 # Job dirs are looked for this deep below the sweep dir: Hydra's default subdir is one level,
 # a custom ``hydra.sweep.subdir`` (e.g. an override_dirname holding a path) may add a few.
 _MAX_DEPTH = 3
@@ -46,6 +50,9 @@ class JobRow:
     objective: float | None = None
     val_loss: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # What the last launch did with the job under sweep_resume=true ("skipped: completed with
+    # the same config"); empty for a sweep that was never resumed.
+    launch: str = ""
 
     @property
     def error(self) -> str:
@@ -109,7 +116,8 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text("utf-8"))
         if not isinstance(overrides, list):
             raise ValueError("not a list")
-        row.overrides = dict(parse_override(item) for item in overrides)
+        row.overrides = {k: v for k, v in map(parse_override, overrides)
+                         if k not in LAUNCH_OVERRIDES}
     except (OSError, ValueError, yaml.YAMLError) as exc:
         row.errors.append(f"overrides.yaml: unreadable ({type(exc).__name__})")
 
@@ -127,8 +135,13 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         elif state == FAILED:
             row.status = FAILED
             row.errors.insert(0, str(status.get("error") or "failed without a message"))
+        elif state == "interrupted":  # unfinished; sweep_resume=true continues it
+            row.errors.append(f"interrupted by {status.get('signal') or 'a signal'}")
         elif state != "running":
             row.errors.append(f"status.json: unknown status {state!r}")
+        launch = status.get("sweep_resume")
+        if isinstance(launch, dict) and launch.get("action"):
+            row.launch = f"{launch['action']}: {launch.get('reason', '')}".rstrip(": ")
         row.wall_time_s = finite_number(status.get("wall_time_s"))
         row.objective = finite_number(status.get("objective"))
         final = status.get("final_metrics")
