@@ -1,4 +1,4 @@
-"""Apply every instrument of ``metrics.py`` to a trained VAE: one dict, the documented keys.
+"""Apply every instrument of ``metrics.py`` and ``coverage.py`` to a trained VAE: one dict.
 
 Used by the analysis callbacks (small samples, during training) and by ``evaluate.py`` /
 the end of ``train.py`` (the full evaluation written to ``evaluation/``).
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gmm_vae.analysis import metrics
+from gmm_vae.analysis import coverage, metrics
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.vae import VAE
@@ -33,7 +33,8 @@ class EvalSettings:
     hist_bins: int = AnalysisConfig.hist_bins
     peak_height: float = AnalysisConfig.peak_height
     peak_distance: int = AnalysisConfig.peak_distance
-    hq_threshold: float = AnalysisConfig.hq_threshold
+    hq_quantile: float = AnalysisConfig.hq_quantile
+    hq_threshold: float | None = AnalysisConfig.hq_threshold  # None: the chi2_D quantile
     min_share: float = AnalysisConfig.min_share
     min_capture: float = AnalysisConfig.min_capture
     iwae_samples: int = AnalysisConfig.iwae_samples
@@ -66,7 +67,8 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
         hist_bins=int(analysis.hist_bins),
         peak_height=float(analysis.peak_height),
         peak_distance=int(analysis.peak_distance),
-        hq_threshold=float(analysis.hq_threshold),
+        hq_quantile=float(analysis.hq_quantile),
+        hq_threshold=None if analysis.hq_threshold is None else float(analysis.hq_threshold),
         min_share=float(analysis.min_share),
         min_capture=float(analysis.min_capture),
         iwae_samples=int(analysis.iwae_samples),
@@ -100,11 +102,13 @@ class CoverageReference(NamedTuple):
     median_fraction: float  # share inside the nearest component's median ellipsoid
 
 
-def coverage_reference(gmm: GMM, threshold: float, seed: int = 0,
-                       n: int = REFERENCE_SAMPLES) -> CoverageReference:
-    """A perfect sampler's shares and median-ellipsoid fraction, from ``n`` truth samples."""
+def coverage_reference(gmm: GMM, threshold: float | None = None, seed: int = 0,
+                       n: int = REFERENCE_SAMPLES,
+                       quantile: float = coverage.HQ_QUANTILE) -> CoverageReference:
+    """A perfect sampler's shares and median-ellipsoid fraction, from ``n`` truth samples,
+    under the high-quality rule of ``threshold`` / ``quantile`` (``coverage.hq_radius_sq``)."""
     pts = gmm.sample(n, np.random.default_rng([seed, 96]))[0]
-    cov = metrics.mode_coverage(pts, gmm, threshold)
+    cov = coverage.mode_coverage(pts, gmm, threshold, quantile=quantile)
     return CoverageReference(np.append(cov["shares"], cov["off_mode_share"]),
                              cov["median_fraction"])
 
@@ -158,18 +162,22 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         cov_samples = samples if not extra else np.concatenate([samples, _sample(model, extra)])
         # The perfect sampler's shares, measured on the truth's own samples (right even where
         # components overlap), from a draw large enough to be a fixed reference.
+        hq_rule = {"threshold": settings.hq_threshold, "quantile": settings.hq_quantile}
         reference = _memo(cache, "coverage_reference",
-                          lambda: coverage_reference(gmm, settings.hq_threshold, seed))
-        cov = metrics.mode_coverage(cov_samples, gmm, settings.hq_threshold,
-                                    settings.min_capture, *reference)
+                          lambda: coverage_reference(gmm, seed=seed, **hq_rule))
+        cov = coverage.mode_coverage(cov_samples, gmm, min_capture=settings.min_capture,
+                                     reference=reference.shares,
+                                     reference_median=reference.median_fraction, **hq_rule)
         out["coverage"] = cov
-        out["literature"] = metrics.literature_protocol(cov_samples, gmm, settings.hq_threshold)
+        # The papers' own 3-std rule: a 2-D protocol, compared with published rows.
+        out["literature"] = coverage.literature_protocol(cov_samples, gmm)
 
         def truth_coverage() -> dict[str, Any]:
             # An independent truth draw of the model's size: what a perfect sampler scores here.
             pts = gmm.sample(n_cov, np.random.default_rng([seed, 97]))[0]
-            return {k: v for k, v in metrics.mode_coverage(
-                pts, gmm, settings.hq_threshold, settings.min_capture, *reference).items()
+            return {k: v for k, v in coverage.mode_coverage(
+                pts, gmm, min_capture=settings.min_capture, reference=reference.shares,
+                reference_median=reference.median_fraction, **hq_rule).items()
                 if k in ("modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
                          "median_fraction", "n_samples")}
 
