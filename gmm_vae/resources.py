@@ -1,8 +1,9 @@
-"""Memory: what a run will need, what the machine has, and how big an evaluation chunk may be.
+"""Memory and work: what a run will need, what the machine has, how big an evaluation chunk
+may be and how many draws an evaluation pass may make.
 
 A size that cannot fit (``data.n_samples=2000000000``) used to start allocating and swap for
 minutes before dying; an evaluation pass of a large latent with many prior components held
-gigabytes at once. Two jobs live here, both plain arithmetic (no torch, so the config check
+gigabytes at once. Three jobs live here, all plain arithmetic (no torch, so the config check
 stays fast and runs before anything is allocated):
 
 - ``check_memory`` estimates the peak resident memory of a run from its config and refuses,
@@ -12,6 +13,9 @@ stays fast and runs before anything is allocated):
   passes. The budget is a constant, not a share of the free memory, so the chunks (and with
   them the order of random draws) are the same on every machine and under any load: the same
   checkpoint gives the same numbers everywhere.
+- ``affordable`` turns a fixed budget of multiply-adds (``EVAL_WORK_BUDGET``) into the draws
+  of one evaluation pass, so the evaluation's time follows the cost of one sample rather than
+  a fixed million of them.
 
 The estimate is deliberately simple: a sum over the big arrays with the temporaries that live
 beside them, plus the interpreter with torch and Lightning loaded. ``GMM_VAE_MEMORY_CHECK=0``
@@ -83,6 +87,48 @@ def sample_bytes_per_row(latent_dim: int, data_dim: int, hidden: list[int],
 def mixture_log_prob_bytes_per_row(n_components: int, latent_dim: int) -> float:
     """Bytes per latent point of a diagonal-mixture log-density: about four (C, L) temporaries."""
     return 4.0 * _F32 * n_components * latent_dim + 2.0 * _F32 * n_components
+
+
+# ----------------------------------------------------------------------- the work budget
+
+# Multiply-adds one pass of the evaluation may spend: the model's coverage draw with its
+# scoring, a truth draw with its scoring (the perfect-sampler reference), the IWAE bound. About
+# 10 s at the ~3 GFLOP/s these passes reach on one CPU core. Every mixture of the benchmark
+# suite keeps its full counts under it (its costliest pass, the 10-D 8-component mixture's
+# million coverage draws, is 2.7e10), so their numbers do not move; where one sample costs
+# more (D >= 20: the full-covariance head's D(D-1)/2 outputs and (D, D) solve per draw, K
+# products of D x D per score) a pass draws fewer, and its time follows the work instead of
+# growing as D^2 times a fixed million. Like the chunk budget, a constant: the counts, and
+# with them the numbers, are the same on every machine.
+EVAL_WORK_BUDGET = 3e10
+
+
+def model_draw_work(latent_dim: int, data_dim: int, hidden: list[int], likelihood: str,
+                    full_cov: bool) -> float:
+    """Multiply-adds of one draw of p(x|z): the decoder's layers, and for the full-covariance
+    head the unit-triangular solve with its (D, D) factor."""
+    sizes = [latent_dim, *reversed(hidden), decoder_outputs(data_dim, likelihood, full_cov)]
+    layers = sum(a * b for a, b in itertools.pairwise(sizes))
+    return float(layers + (data_dim * data_dim if full_cov else 0))
+
+
+def truth_draw_work(n_components: int, dim: int) -> float:
+    """Multiply-adds of one truth draw scored against the mixture: the affine map of the draw,
+    then one (D, D) product per component (its Mahalanobis distance)."""
+    return float(dim * dim + score_work(n_components, dim))
+
+
+def score_work(n_components: int, dim: int) -> float:
+    """Multiply-adds of scoring one sample: a (D, D) product and a dot per component."""
+    return float(n_components * dim * (dim + 1))
+
+
+def affordable(requested: int, work_per_row: float, floor: int = 0,
+               budget: float = EVAL_WORK_BUDGET) -> int:
+    """Rows a pass draws: ``requested``, or as many as ``budget`` pays for at ``work_per_row``
+    multiply-adds each, never fewer than ``floor`` (nor more than ``requested``)."""
+    paid = int(budget // max(1.0, float(work_per_row)))
+    return int(min(int(requested), max(int(floor), paid)))
 
 
 def coverage_bytes_per_row(n_components: int, dim: int) -> float:
@@ -175,7 +221,9 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
 
     if analysis.evaluate_at_end:
         n_eval, n_cov = int(analysis.eval_samples), int(analysis.coverage_samples)
-        n_cov = max(n_cov, n_eval)
+        work = (model_draw_work(latent, d, hidden, str(model.likelihood), full_cov)
+                + score_work(k, d))
+        n_cov = affordable(max(n_cov, n_eval), work, floor=n_eval)  # what the evaluation draws
         # The model's coverage draw (float64) and its concatenation, then the truth's draw
         # (points, labels, noise) and its concatenation beside it; one budgeted chunk.
         parts["analysis.coverage_samples"] = n_cov * (4 * _F64 * d + 3 * _I64)

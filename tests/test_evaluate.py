@@ -40,7 +40,7 @@ METRIC_KEYS = {
                        "median_fraction", "n_samples"},
     "latent": {"active_units", "latent_dim", "kl", "kl_per_dim", "mean_variance", "collapsed",
                "verdict"},
-    "nll": {"model", "true", "gap", "iwae_samples"},
+    "nll": {"model", "true", "gap", "iwae_samples", "n_points"},
     "distance": {"sliced_wasserstein", "sliced_wasserstein_floor"},
 }
 

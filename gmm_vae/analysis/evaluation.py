@@ -18,7 +18,14 @@ from gmm_vae.analysis import coverage, metrics
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.vae import VAE
-from gmm_vae.resources import rows_per_chunk, sample_bytes_per_row
+from gmm_vae.resources import (
+    affordable,
+    model_draw_work,
+    rows_per_chunk,
+    sample_bytes_per_row,
+    score_work,
+    truth_draw_work,
+)
 
 
 @dataclass
@@ -91,8 +98,24 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
 
 
 # Truth samples behind the perfect sampler's reference shares: their noise (~0.0005 in TV for
-# K = 4) is well under any difference between models.
+# K = 4) is well under any difference between models. Fewer where the work budget says so
+# (``resources.EVAL_WORK_BUDGET``: 150,000 in 200-D), never fewer than the samples it judges.
 REFERENCE_SAMPLES = 1_000_000
+# The fewest test points an IWAE bound the work budget shrinks keeps (all when fewer).
+MIN_NLL_POINTS = 100
+
+
+def draw_work(model: VAE) -> float:
+    """Multiply-adds of one model sample (``resources.model_draw_work``)."""
+    return model_draw_work(model.latent_dim, model.data_dim, list(model.hidden_dims),
+                           model.likelihood, model.full_cov)
+
+
+def iwae_work(model: VAE, k: int) -> float:
+    """Multiply-adds of one test point's IWAE bound: ``k`` decodes and prior densities."""
+    components = model.config.prior_components if model.config.prior == "mog" else 1
+    prior = 2.0 * model.latent_dim * components
+    return k * (draw_work(model) + prior)
 
 
 class CoverageReference(NamedTuple):
@@ -109,6 +132,7 @@ def coverage_reference(gmm: GMM, threshold: float | None = None, seed: int = 0,
     under the high-quality rule of ``threshold`` / ``quantile`` (``coverage.hq_radius_sq``)."""
     pts = gmm.sample(n, np.random.default_rng([seed, 96]))[0]
     cov = coverage.mode_coverage(pts, gmm, threshold, quantile=quantile)
+    del pts
     return CoverageReference(np.append(cov["shares"], cov["off_mode_share"]),
                              cov["median_fraction"])
 
@@ -158,13 +182,19 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         # the 0.006 level, more than the differences between good models. The extra samples come
         # after the ones above in the same streams, so those stay what they were.
         n_cov = max(settings.n_samples, settings.coverage_samples or 0)
+        # As many as the work budget pays for (all of them up to ~20-D), never fewer than the
+        # samples the other instruments use.
+        n_cov = affordable(n_cov, draw_work(model) + score_work(gmm.n_components, gmm.dim),
+                           floor=settings.n_samples)
         extra = n_cov - settings.n_samples
         cov_samples = samples if not extra else np.concatenate([samples, _sample(model, extra)])
         # The perfect sampler's shares, measured on the truth's own samples (right even where
         # components overlap), from a draw large enough to be a fixed reference.
         hq_rule = {"threshold": settings.hq_threshold, "quantile": settings.hq_quantile}
+        n_ref = affordable(REFERENCE_SAMPLES, truth_draw_work(gmm.n_components, gmm.dim),
+                           floor=n_cov)
         reference = _memo(cache, "coverage_reference",
-                          lambda: coverage_reference(gmm, seed=seed, **hq_rule))
+                          lambda: coverage_reference(gmm, seed=seed, n=n_ref, **hq_rule))
         cov = coverage.mode_coverage(cov_samples, gmm, min_capture=settings.min_capture,
                                      reference=reference.shares,
                                      reference_median=reference.median_fraction, **hq_rule)
@@ -246,9 +276,12 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         if settings.nll:
             t0 = time.perf_counter()
             xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
+            xt = xt[:affordable(len(xt), iwae_work(model, settings.iwae_samples),
+                                floor=MIN_NLL_POINTS)]
             model_lp = model.log_prob(torch.from_numpy(xt), k=settings.iwae_samples)
             out["nll"] = metrics.heldout_nll(model_lp.double().cpu().numpy(), gmm.log_prob(xt))
             out["nll"]["iwae_samples"] = settings.iwae_samples
+            out["nll"]["n_points"] = len(xt)
             timings["nll"] = time.perf_counter() - t0
         out["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         return Evaluation(out, samples, truth, truth_labels)

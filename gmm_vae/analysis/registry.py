@@ -326,7 +326,10 @@ DETAILS: dict[str, str] = {
     "n_samples": "VAE and truth samples drawn for everything but coverage",
     "nonfinite_fraction": "share of VAE samples that are inf or NaN (counted off-mode)",
     "timings_s": "seconds per stage of the evaluation (report.md's last line)",
-    "coverage.n_samples": "samples behind coverage.* (`analysis.coverage_samples`)",
+    "coverage.n_samples": "samples behind coverage.* (`analysis.coverage_samples`, fewer where "
+                          "one sample costs more than the evaluation's work budget allows)",
+    "nll.n_points": "test points behind nll.* (`data.n_test`, fewer where the IWAE bound of "
+                    "one costs more than the evaluation's work budget allows)",
     "coverage.hq_radius": "the Mahalanobis radius of the high-quality rule: √(χ²_D quantile "
                           "`analysis.hq_quantile`), or a fixed `analysis.hq_threshold`",
     "coverage.shares": "per component, its share of all samples: report.md's component table",
