@@ -6,6 +6,9 @@ over all samples), aggregated over training seeds (the worst seed counts).
     python benchmarks/fidelity.py --cases ring8 grid25 --seeds 5 --references
     python benchmarks/fidelity.py --list
 
+Progress goes to stderr: a line when a run starts, and when one ends the runs done, the ones
+running and an estimate of the time left.
+
 The mixtures are ``gmm_vae.data.suite``'s: the default 3-D K=4 one over five data seeds, harder
 random ones, the literature's ring and grid, and tight symmetric layouts in 3-D and 5-D. The cases
 in ``SEEDED`` run on ``--seeds`` training seeds (``seed=0..N-1``), the others on the default seed
@@ -21,21 +24,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import queue
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script: runs from a checkout whether or not it is installed
 
 from gmm_vae.analysis.aggregate import group_by_seed  # noqa: E402
-from gmm_vae.analysis.registry import BENCH, shown  # noqa: E402
+from gmm_vae.analysis.registry import BENCH, BY_NAME, shown  # noqa: E402
 from gmm_vae.data.suite import Mixture, mixtures  # noqa: E402
 from gmm_vae.io import atomic_write_text  # noqa: E402
+from gmm_vae.values import parse_cell  # noqa: E402
 
 # 100k samples for everything but coverage (which uses analysis.coverage_samples = 1M).
 EVAL_SAMPLES = 100_000
@@ -68,15 +73,77 @@ def floors_for(name: str, kind: str) -> dict[str, float]:
 
 def floors_met(row: dict, kind: str) -> bool:
     """Every mode captured and every floor of the row's mixture met."""
-    ok = int(_num(row["modes_captured"])) == int(_num(row["n_components"]))
+    ok = int(parse_cell(row["modes_captured"])) == int(parse_cell(row["n_components"]))
     for key, floor in floors_for(row["case"], kind).items():
-        value = float(_num(row[key]))
+        value = float(parse_cell(row[key]))
         ok = ok and (value >= floor if key in ("hq_ratio", "lit_hq") else value <= floor)
     return ok
 
 
-def run_case(overrides: list[str], workdir: str, threads: int) -> tuple[dict, float]:
+def duration(seconds: float) -> str:
+    """``42 s``, ``2 min 30 s``, ``1 h 05 min``: a time left, to the precision that matters."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """Runs done, the ones running and the time left, a line on stderr at each start and end.
+
+    The suite takes hours: without this the terminal is silent between two JSON rows. The time
+    left is the mean wall time of the runs done so far times the runs left, over the runs at
+    once (a rough guide: the mixtures' run times differ).
+    """
+
+    def __init__(self, total: int, jobs: int, stream: TextIO | None = None) -> None:
+        self.total, self.jobs, self.stream = total, max(1, jobs), stream
+        self.running: list[str] = []
+        self.walls: list[float] = []
+
+    def _write(self, text: str) -> None:
+        print(text, file=self.stream if self.stream is not None else sys.stderr, flush=True)
+
+    def started(self, label: str) -> None:
+        self.running.append(label)
+        self._write(f"fidelity: started {label} (run {len(self.walls) + len(self.running)} "
+                    f"of {self.total})")
+
+    def eta_s(self) -> float | None:
+        """Seconds left by the mean run so far; None before the first run ends."""
+        if not self.walls:
+            return None
+        left = self.total - len(self.walls)
+        return left * (sum(self.walls) / len(self.walls)) / max(1, min(self.jobs, left))
+
+    def finished(self, label: str, wall: float) -> None:
+        if label in self.running:
+            self.running.remove(label)
+        self.walls.append(wall)
+        eta = self.eta_s()
+        left = "done" if len(self.walls) == self.total else (
+            f"about {duration(eta)} left" if eta is not None else "time left unknown")
+        running = f"; running: {', '.join(self.running)}" if self.running else ""
+        self._write(f"fidelity: {len(self.walls)}/{self.total} runs done ({label} in "
+                    f"{wall:.0f} s){running}; {left}")
+
+
+# In a worker process: where run_case says that it started (set by the pool's initializer).
+_STARTED: Any = None
+
+
+def _init_worker(started: Any) -> None:
+    global _STARTED
+    _STARTED = started
+
+
+def run_case(overrides: list[str], workdir: str, threads: int,
+             label: str = "") -> tuple[dict, float]:
     """Train and evaluate one run in this (worker) process; its metrics and wall time."""
+    if _STARTED is not None:
+        _STARTED.put(label)
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -110,35 +177,25 @@ def row_for(mixture: Mixture, model: str, seed: int, m: dict, wall: float) -> di
     return row
 
 
-def _num(value: Any) -> Any:
-    """CSV strings back to numbers (rows kept by ``--update`` come from the CSV)."""
-    if isinstance(value, str):
-        if value in ("True", "False"):
-            return value == "True"
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    return value
-
-
 def aggregate_lines(rows: list[dict]) -> list[str]:
     """Per mixture and model: the seed aggregate (mean ± sd, worst seed) and floors met."""
     jobs = [(f"{r['case']}/{r['model']}/{r['seed']}", {"case": r["case"], "model": r["model"],
-             "seed": str(r["seed"])}, {k: _num(v) for k, v in r.items()}) for r in rows]
-    lines = ["| mixture | model | seeds | modes | floors met | weight error ↓ | NLL gap ↓ | "
-             "HQ ratio (1) | literature modes (worst) | literature HQ % (worst) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "seed": str(r["seed"])}, {k: parse_cell(v) for k, v in r.items()}) for r in rows]
+    shown_stats = ("weights_tv", "nll_gap", "hq_ratio")
+    headers = ["mixture", "model", "seeds", "modes", "floors met",
+               *(BY_NAME[m].header for m in shown_stats),
+               f"{BY_NAME['lit_modes'].label} (worst)", f"{BY_NAME['lit_hq'].label} (worst)"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for g in group_by_seed(jobs):
         members = [r for r in rows if f"{r['case']}/{r['model']}/{r['seed']}" in g.jobs]
         met = sum(r["floors_met"] == "yes" for r in members)
-        lit_modes = min(_num(r["lit_modes"]) for r in members)
-        lit_hq = min(_num(r["lit_hq"]) for r in members)
-        k = _num(members[0]["n_components"])
+        lit_modes = min(parse_cell(r["lit_modes"]) for r in members)
+        lit_hq = min(parse_cell(r["lit_hq"]) for r in members)
+        k = parse_cell(members[0]["n_components"])
         cells = [g.settings["case"], g.settings["model"], str(len(g.jobs)),
                  g.captured_text(), f"{met} of {len(members)}",
                  *(g.stats[m].text(4 if m != "hq_ratio" else 3) if m in g.stats else "n/a"
-                   for m in ("weights_tv", "nll_gap", "hq_ratio")),
+                   for m in shown_stats),
                  f"{lit_modes}/{k}", f"{lit_hq:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -265,22 +322,47 @@ def main() -> None:
                     overrides = [*MODELS[model], *suite[name].overrides, f"seed={seed}", *extra]
                     tasks.append((name, model, seed, overrides))
         print(f"{len(tasks)} runs, {args.jobs} at a time", flush=True)
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_case, ov, str(Path(tmp) / model / f"{name}_{seed}"), 1):
+        context = get_context("spawn")
+        started = context.Queue()
+        bar = Progress(len(tasks), args.jobs)
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context,
+                                 initializer=_init_worker, initargs=(started,)) as pool:
+            futures = {pool.submit(run_case, ov, str(Path(tmp) / model / f"{name}_{seed}"), 1,
+                                   f"{name}/{model}/{seed}"):
                        (name, model, seed) for name, model, seed, ov in tasks}
-            for future in as_completed(futures):
-                name, model, seed = futures[future]
-                metrics, wall = future.result()
-                row = row_for(suite[name], model, seed, metrics, wall)
-                rows = [r for r in rows if (r["case"], r["model"], str(r["seed"]))
-                        != (name, model, str(seed))] + [row]
-                order = {n: i for i, n in enumerate(suite)}
-                rows.sort(key=lambda r: (r["model"], order.get(r["case"], 99), int(r["seed"])))
-                print(json.dumps(row), flush=True)
-                write_tables(rows, [], args.out)
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+                _report_starts(started, bar)
+                for future in done:
+                    name, model, seed = futures[future]
+                    metrics, wall = future.result()
+                    bar.finished(f"{name}/{model}/{seed}", wall)
+                    rows = _add_row(rows, suite, row_for(suite[name], model, seed, metrics, wall))
+                    write_tables(rows, [], args.out)
         refs = reference_rows(suite, 300) if args.references else []
         write_tables(rows, refs, args.out)
     print((args.out / "fidelity.md").read_text())
+
+
+def _report_starts(started: Any, bar: Progress) -> None:
+    """Every start the workers reported since the last look."""
+    while True:
+        try:
+            bar.started(started.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _add_row(rows: list[dict], suite: dict[str, Mixture], row: dict) -> list[dict]:
+    """``rows`` with ``row`` in (replacing an earlier run of the same case, model and seed),
+    in the tables' order; the row is printed as a JSON line."""
+    key = (row["case"], row["model"], str(row["seed"]))
+    rows = [r for r in rows if (r["case"], r["model"], str(r["seed"])) != key] + [row]
+    order = {n: i for i, n in enumerate(suite)}
+    rows.sort(key=lambda r: (r["model"], order.get(r["case"], 99), int(r["seed"])))
+    print(json.dumps(row), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

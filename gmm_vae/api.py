@@ -135,12 +135,20 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
 
     The run directory gets the same ``.hydra/config.yaml`` and ``overrides.yaml`` the command
     writes, so ``evaluate.py``, ``resume=`` and ``load_run`` treat it like any other run.
+    ``["rerun=<run dir>"]`` trains a copy of that run (its ``status["rerun_of"]`` says whether
+    the numbers reproduced), as ``python train.py rerun=<run dir>`` does.
     """
     from omegaconf import OmegaConf
 
-    from gmm_vae.runs import pipeline, rundir
+    from gmm_vae.config import check_run_mode
+    from gmm_vae.runs import pipeline, reproduce, rundir
+    from gmm_vae.runs.sweep_jobs import parse_override
 
     cfg = compose([*overrides, *(["overwrite=true"] if overwrite else [])])
+    check_run_mode(cfg, multirun=False)
+    source = None
+    if cfg.rerun:
+        cfg, source = reproduce.rerun_config(cfg, [parse_override(o)[0] for o in overrides])
     now = datetime.now()
     path = Path(run_dir) if run_dir is not None else \
         Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
@@ -151,7 +159,10 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None,
     record.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, record / "config.yaml")
     OmegaConf.save(OmegaConf.create(list(overrides)), record / "overrides.yaml")
-    pipeline.train(cfg, path)
+    pipeline.train(cfg, path, note={reproduce.STATUS_KEY: {"run_dir": str(source)}}
+                   if source is not None else None)
+    if source is not None:
+        reproduce.report(source, path)
     return load_run(path)
 
 

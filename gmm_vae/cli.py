@@ -126,14 +126,17 @@ def validate_or_exit(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from gmm_vae.config import validate
+    from gmm_vae.config import check_run_mode, validate
+    from gmm_vae.runs.loggers import check_available
 
-    if cfg.get("resume") or not HydraConfig.initialized():
-        return
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
         return
     try:
+        check_run_mode(cfg, multirun=False)
+        if cfg.get("resume"):
+            return
         validate(cfg)
+        check_available(cfg)
         if cfg.data.spec_path:
             from gmm_vae.data.gmm import GMM
 
@@ -152,17 +155,42 @@ def train_main(cfg: Any) -> float:
     A single run lets errors propagate (the CLI prints them in one line) and removes a run dir
     that a configuration error left empty. In a multirun one bad combination must not kill the
     sweep: the job is marked failed in ``status.json`` and returns NaN, and the others go on.
+    ``rerun=<dir>`` trains a copy of that run here and says whether its numbers reproduce;
+    in a multirun, ``sweep_resume=true`` lets each job skip, continue or re-run what its
+    directory holds (``gmm_vae.runs.sweep_resume``).
     """
+    from gmm_vae.runs import reproduce, rundir, sweep_resume
     from gmm_vae.runs.pipeline import hydra_run_dir, is_multirun, train, write_status
-    from gmm_vae.runs.resume import resume_config
+    from gmm_vae.runs.resume import explicit_overrides, resume_config
 
     run_dir = hydra_run_dir()
+    note: dict[str, Any] = {}
     try:
+        source = None
+        if cfg.rerun:
+            cfg, source = reproduce.rerun_config(cfg, explicit_overrides())
+            reproduce.record_config(run_dir, cfg)
+            note[reproduce.STATUS_KEY] = {"run_dir": str(source)}
+        if is_multirun() and cfg.sweep_resume:
+            plan = sweep_resume.plan_job(run_dir, cfg)
+            print(plan.line(run_dir), flush=True)
+            if plan.action == sweep_resume.SKIPPED:
+                sweep_resume.record_skip(run_dir, plan)
+                return float("nan") if plan.objective is None else plan.objective
+            note[sweep_resume.STATUS_KEY] = plan.note()
+            if plan.action == sweep_resume.CONTINUED:
+                cfg.resume = str(run_dir)
+            elif plan.action == sweep_resume.RERUN:
+                rundir.clear(run_dir, records=False)  # its .hydra/ is this launch's already
         if cfg.resume:
             hydra_dir = run_dir
             cfg, run_dir = resume_config(cfg)
-            remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
-        return train(cfg, run_dir)
+            if hydra_dir != run_dir:
+                remove_unstarted_run_dir(hydra_dir)  # the resumed run lives in its own dir
+        score = train(cfg, run_dir, note=note)
+        if source is not None:
+            reproduce.report(source, run_dir)
+        return score
     except RunInterrupted as exc:
         # Not an error of the user's: one line saying where things stand, the shell's exit code
         # for a process ended by this signal (130 for Ctrl-C, 143 for SIGTERM). A sweep stops.
@@ -187,7 +215,8 @@ def train_main(cfg: Any) -> float:
         if isinstance(exc, RunDirTaken):  # the directory is another run's: leave it alone
             _log.error("job refused: %s", message)
             return float("nan")
-        write_status(run_dir, "failed", error=message.splitlines()[0] if message else "")
+        write_status(run_dir, "failed", error=message.splitlines()[0] if message else "",
+                     **note)
         _log.error("job failed: %s", message)
         return float("nan")
 

@@ -106,9 +106,19 @@ class CallbacksConfig:
 
 @dataclass
 class LoggerConfig:
-    """Experiment logging (TensorBoard event files in the run directory)."""
+    """Experiment loggers, any of them together (``gmm_vae/runs/loggers.py``).
 
-    tensorboard: bool = True
+    Each ``conf/logger/<name>.yaml`` turns on its own flag only, so ``logger=csv`` is the CSV
+    logger alone and ``logger=[tensorboard,csv]`` both; every flag is off unless a file or an
+    override turns it on (``train.yaml`` selects ``logger: tensorboard``).
+    """
+
+    tensorboard: bool = False
+    csv: bool = False
+    mlflow: bool = False
+    # null: a local file store in the run directory, file:<run dir>/mlruns (no server, no network)
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "gmm-vae"
 
 
 @dataclass
@@ -148,7 +158,9 @@ class TrainConfig:
     torch_threads: int | None = None
     ckpt_path: str | None = None
     resume: str | None = None
+    rerun: str | None = None
     overwrite: bool = False
+    sweep_resume: bool = False
     name: str = "default"
 
 
@@ -311,5 +323,34 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
             f"data.n_samples must be >= data.n_components = {cfg.data.n_components} "
             f"(got {cfg.data.n_samples})"
         )
+    _check_run_settings(cfg)
     if check_resources:
         check_memory(cfg)
+
+
+def _check_run_settings(cfg: DictConfig) -> None:
+    """The settings that say which run this is (``resume``, ``rerun``, ``overwrite``,
+    ``sweep_resume``) and the loggers' own: combinations that contradict each other."""
+    if cfg.resume and cfg.rerun:
+        raise ConfigError(f"rerun={cfg.rerun} and resume={cfg.resume} cannot be combined: rerun "
+                          "trains a copy of a run in a new directory, resume continues one in "
+                          "place")
+    if cfg.sweep_resume and cfg.overwrite:
+        raise ConfigError("sweep_resume=true and overwrite=true cannot be combined: "
+                          "sweep_resume keeps the jobs that are done, overwrite clears them all")
+    for key in ("rerun", "logger.mlflow_tracking_uri"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"{key} must be null or a non-empty string (got {value!r})")
+    if not str(cfg.logger.mlflow_experiment).strip():
+        raise ConfigError("logger.mlflow_experiment must be a non-empty experiment name (got "
+                          f"{cfg.logger.mlflow_experiment!r})")
+
+
+def check_run_mode(cfg: DictConfig, multirun: bool) -> None:
+    """``sweep_resume=true`` means something only to a multirun; a single run is refused in
+    one line instead of ignoring it (a user who meant to continue one run wants ``resume``)."""
+    if cfg.get("sweep_resume") and not multirun:
+        raise ConfigError("sweep_resume=true applies to a multirun (python train.py -m ... "
+                          "hydra.sweep.dir=<the sweep's dir> sweep_resume=true); continue one "
+                          "run with resume=<run dir>")

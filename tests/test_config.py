@@ -17,12 +17,19 @@ def _options(group: str) -> list[str]:
 
 
 def _file_values(override: str) -> DictConfig:
-    """What ``conf/<group>/<option>.yaml`` sets, placed where its package puts it."""
+    """What ``conf/<group>/<option>.yaml`` sets, placed where its package puts it.
+
+    A group's option replaces the default option of its group, so the group's node is the
+    schema's defaults with the file's values on top (``logger=csv`` is the CSV logger alone).
+    """
     group, option = override.split("=")
     text = (CONF / group / f"{option}.yaml").read_text()
     values = OmegaConf.create(text)
-    return values if text.startswith("# @package _global_\n") else OmegaConf.create(
-        {group: values})
+    if text.startswith("# @package _global_\n"):
+        return values
+    schema = getattr(config_mod.TrainConfig(), group, None)
+    base = OmegaConf.structured(schema) if schema is not None else OmegaConf.create()
+    return OmegaConf.create({group: OmegaConf.merge(base, values)})
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,21 @@ def test_glossary_documents_every_metric_once() -> None:
         assert f"`{m.key}`" in row or f"`.{leaf}`" in row, (m.name, row)
 
 
+def test_no_page_keeps_a_second_metric_table() -> None:
+    """The glossary is the one table of definitions: a docs page (or a second README table)
+    whose rows open on metric keys would be a copy that drifts from the registry."""
+    keys = {m.key for m in METRICS}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    copies = []
+    for page in pages:
+        rows = [line for line in page.read_text().splitlines() if line.startswith("| `")]
+        defining = [r for r in rows if r.split("`")[1] in keys]
+        if page.name == "README.md":
+            defining = [r for r in defining if r + "\n" not in glossary_markdown()]
+        copies += [f"{page.relative_to(ROOT)}: {r[:60]}" for r in defining]
+    assert not copies, "metric definitions outside the registry's glossary:\n" + "\n".join(copies)
+
+
 def test_cli_prints_the_glossary(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "gmm_vae.analysis.registry", "--markdown"],
                           cwd=tmp_path,
@@ -183,7 +198,7 @@ def test_hparams_are_logged_under_the_registrys_names(metrics: dict[str, Any]) -
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from gmm_vae.analysis.search import objective
-    from gmm_vae.runs.pipeline import log_hparams
+    from gmm_vae.runs.loggers import log_final
 
     class Logger(TensorBoardLogger):
         def __init__(self) -> None:
@@ -192,10 +207,11 @@ def test_hparams_are_logged_under_the_registrys_names(metrics: dict[str, Any]) -
         def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
             self.logged = metrics
 
-    trainer = type("Trainer", (), {"logger": Logger(), "lightning_module": type(
+    logger = Logger()
+    trainer = type("Trainer", (), {"loggers": [logger], "global_step": 16, "lightning_module": type(
         "Module", (), {"vae": type("VAE", (), {"latent_dim": 2})})})()
-    log_hparams(trainer, compose_config(TINY), metrics)  # type: ignore[arg-type]
-    logged = trainer.logger.logged
+    log_final(trainer, compose_config(TINY), metrics, Path("/run"))  # type: ignore[arg-type]
+    logged = logger.logged
     assert set(logged) == {f"hp/{m.name}" for m in shown(HPARAMS)}
     assert logged["hp/weights_tv"] == metrics["coverage"]["weights_tv"]
     assert logged["hp/objective"] == pytest.approx(objective(metrics))

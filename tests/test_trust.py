@@ -304,8 +304,8 @@ def test_a_sweep_into_a_finished_sweep_dir_is_refused(tmp_path: Path) -> None:
     proc = run_script("train.py", args, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: hydra.sweep.dir={sweep} already holds a sweep (job 0: completed); replace it "
-        "with overwrite=true, or choose another directory")
+        f"error: hydra.sweep.dir={sweep} already holds a sweep (job 0: completed); finish it "
+        "with sweep_resume=true, replace it with overwrite=true, or choose another directory")
     assert (sweep / "0" / "status.json").read_text() == before
 
 

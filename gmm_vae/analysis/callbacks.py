@@ -27,10 +27,11 @@ from omegaconf import DictConfig
 
 from gmm_vae.analysis import plots
 from gmm_vae.analysis.evaluation import EvalSettings, evaluate_model, settings_from_cfg
-from gmm_vae.analysis.registry import ANALYSIS, lookup, shown
+from gmm_vae.analysis.registry import ANALYSIS, shown
 from gmm_vae.analysis.report import json_safe, single_threaded_openmp
 from gmm_vae.io import atomic_write_text
 from gmm_vae.model.vae import VAE
+from gmm_vae.values import lookup
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ class TSNECallback(L.Callback):
     """Every ``every_n_epochs`` epochs: t-SNE maps of the latent codes and of the samples.
 
     ``<run_dir>/figures/epoch_XXXX_tsne_latent.png`` (test points' codes coloured by their true
-    component) and ``epoch_XXXX_tsne_samples.png`` (VAE vs truth samples), also added to
-    TensorBoard as ``tsne/latent`` and ``tsne/samples`` when a TensorBoard logger is attached.
+    component) and ``epoch_XXXX_tsne_samples.png`` (VAE vs truth samples), also given to the
+    loggers that hold figures as ``tsne/latent`` and ``tsne/samples`` (``log_figure``).
     """
 
     def __init__(self, every_n_epochs: int, tsne_points: int, run_dir: str | Path,
@@ -206,14 +207,25 @@ class TSNECallback(L.Callback):
             model.train(was_training)
 
     def _publish(self, trainer: L.Trainer, figures: dict[str, Any], epoch: int) -> None:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         for name, fig in figures.items():
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_figure(f"tsne/{name}", fig,
-                                                 global_step=trainer.global_step, close=False)
+            log_figure(trainer, f"tsne/{name}", fig)
             plots.save_figure(fig, self.run_dir / "figures" / f"epoch_{epoch:04d}_tsne_{name}.png")
+
+
+def log_figure(trainer: L.Trainer, tag: str, fig: Any) -> None:
+    """``fig`` to every attached logger that holds figures, under ``tag`` at the current step.
+
+    TensorBoard: an image summary (its IMAGES tab); MLflow: an artifact
+    ``<tag>/step_<step>.png`` of the run; the CSV logger holds no figures.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+
+    step = int(trainer.global_step)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, fig, global_step=step, close=False)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_figure(logger.run_id, fig, f"{tag}/step_{step:06d}.png")
 
 
 def build_analysis_callbacks(cfg: DictConfig, run_dir: str | Path) -> list[L.Callback]:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
+from gmm_vae.chunks import coverage_bytes_per_row, rows_per_chunk
 from gmm_vae.data.gmm import GMM
-from gmm_vae.resources import coverage_bytes_per_row, rows_per_chunk
 
 # The chi2_D quantile of the high-quality rule: a perfect sampler's HQ share in any D.
 HQ_QUANTILE = 0.99

@@ -14,11 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gmm_vae.analysis import coverage, metrics
-from gmm_vae.config import AnalysisConfig
-from gmm_vae.data.gmm import GMM
-from gmm_vae.model.vae import VAE
-from gmm_vae.resources import (
+from gmm_vae.analysis import coverage, metrics, progress
+from gmm_vae.chunks import (
     affordable,
     model_draw_work,
     rows_per_chunk,
@@ -26,6 +23,9 @@ from gmm_vae.resources import (
     score_work,
     truth_draw_work,
 )
+from gmm_vae.config import AnalysisConfig
+from gmm_vae.data.gmm import GMM
+from gmm_vae.model.vae import VAE
 
 
 @dataclass
@@ -163,7 +163,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         torch.manual_seed(seed)
-        t0 = time.perf_counter()
+        t0 = progress.begin("sampling")
         samples = _sample(model, settings.n_samples)
         truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
         timings["sample"] = time.perf_counter() - t0
@@ -177,7 +177,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
             raise ValueError(f"only {len(usable)} of {len(samples)} model samples are finite: "
                              "the model has diverged")
 
-        t0 = time.perf_counter()
+        t0 = progress.begin("coverage")
         # Coverage gets its own, larger draw: the weights' error from 10,000 samples is noisy at
         # the 0.006 level, more than the differences between good models. The extra samples come
         # after the ones above in the same streams, so those stay what they were.
@@ -218,7 +218,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         usage = model.latent_usage(torch.from_numpy(np.asarray(x_test)))
         out["latent"] = metrics.latent_diagnostics(**usage)
 
-        t0 = time.perf_counter()
+        t0 = progress.begin("distance")
         # A second, independent ground-truth draw of the same size gives the distance's noise
         # floor at this n: a perfect sampler scores about that, not 0.
         def floor() -> float:
@@ -232,7 +232,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         timings["distance"] = time.perf_counter() - t0
 
         m = settings.cluster_points
-        t0 = time.perf_counter()
+        t0 = progress.begin("modes")
         modes_kw = {"bins": settings.hist_bins, "height": settings.peak_height,
                     "distance": settings.peak_distance}
         modes_vae = metrics.identify_modes(usable[:m], **modes_kw)
@@ -251,7 +251,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         timings["modes"] = time.perf_counter() - t0
 
         if settings.clusters:
-            t0 = time.perf_counter()
+            t0 = progress.begin("clusters")
             vae_codes = model.embed(torch.from_numpy(usable[:m])).cpu().numpy()
             gt_codes = model.embed(torch.from_numpy(truth[:m])).cpu().numpy()
             # VAE samples have no true label: use their nearest true component.
@@ -274,7 +274,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
             timings["clusters"] = time.perf_counter() - t0
 
         if settings.nll:
-            t0 = time.perf_counter()
+            t0 = progress.begin("likelihood (IWAE)")
             xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
             xt = xt[:affordable(len(xt), iwae_work(model, settings.iwae_samples),
                                 floor=MIN_NLL_POINTS)]

@@ -48,7 +48,9 @@ class ClaimRunDir(Callback):
     yet: a taken directory (``gmm_vae.runs.rundir``) ends the command with one line and exit code 2
     (Hydra turns a callback's exceptions into warnings, so this exits itself), and
     ``overwrite=true`` clears the old run first. A multirun is checked at
-    ``on_multirun_start``: a sweep dir whose jobs hold results is refused the same way.
+    ``on_multirun_start``: a sweep dir whose jobs hold results is refused the same way, unless
+    ``sweep_resume=true`` asks to finish it (each job then decides for itself:
+    ``gmm_vae.runs.sweep_resume``); a job still running is refused either way.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -71,15 +73,21 @@ class ClaimRunDir(Callback):
         if _is_ddp_child():
             return
         overwrite = bool(config.get("overwrite"))
+        resume = bool(config.get("sweep_resume"))
         with _refusal_exits():
+            if resume and overwrite:
+                raise RunDirTaken("sweep_resume=true and overwrite=true cannot be combined: "
+                                  "sweep_resume keeps the jobs that are done, overwrite clears "
+                                  "them all")
             rundir.check_free(sweep_dir, "hydra.sweep.dir")  # a file in its place
             jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir()) \
                 if sweep_dir.is_dir() else []
             for job in jobs:
                 running = rundir.lock_holder(job) is not None
                 status = "running" if running else rundir.previous_status(job)
-                if status is not None and (running or not overwrite):
-                    advice = "wait for it to end" if running else "replace it with overwrite=true"
+                if status is not None and (running or not (overwrite or resume)):
+                    advice = ("wait for it to end" if running else "finish it with "
+                              "sweep_resume=true, replace it with overwrite=true")
                     raise RunDirTaken(f"hydra.sweep.dir={sweep_dir} already holds a sweep (job "
                                       f"{job.name}: {status}); {advice}, or choose another "
                                       "directory")

@@ -21,17 +21,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae import config as config_mod
-from gmm_vae.analysis.registry import HPARAMS, STATUS_FILE, shown
 from gmm_vae.analysis.search import objective
 from gmm_vae.data.datamodule import GMMDataModule
 from gmm_vae.errors import ConfigError, RunInterrupted, WriteFailed
-from gmm_vae.io import atomic_write_json
+from gmm_vae.io import atomic_write_json, atomic_write_text
 from gmm_vae.model.checkpoints import check_weights, read_checkpoint, saved_step
 from gmm_vae.model.training import VAEModule
-from gmm_vae.runs import rundir
+from gmm_vae.runs import loggers, rundir
 from gmm_vae.runs.callbacks import AtomicCheckpointIO, build_callbacks
 from gmm_vae.runs.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.runs.resume import check_extension, explicit_overrides
+from gmm_vae.runs.sweep_resume import RUN_CONFIG
+from gmm_vae.values import fmt as fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -
     # Gradient clipping is done by the model (manual optimisation), not by the Trainer.
     trainer_kwargs.pop("gradient_clip_val", None)
     trainer_kwargs = {k: v for k, v in trainer_kwargs.items() if v is not None}
-    logger: Any = False
-    if cfg.logger.tensorboard:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="",
-                                   default_hp_metric=False)
-    return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+    return L.Trainer(default_root_dir=str(run_dir),
+                     logger=loggers.build_loggers(cfg, run_dir) or False, callbacks=callbacks,
                      enable_checkpointing=bool(cfg.callbacks.checkpoint),
                      plugins=[AtomicCheckpointIO()], **trainer_kwargs)
 
@@ -121,22 +117,27 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
+def train(cfg: DictConfig, run_dir: Path | None = None,
+          note: dict[str, Any] | None = None) -> float:
     """Train the VAE of ``cfg``, evaluate it, and leave a complete run directory.
 
     Returns the run's objective (see ``objective``): higher is better, NaN when unknown.
     Every user mistake (config, spec file, checkpoint) raises ConfigError before the run
     directory holds anything but Hydra's bookkeeping. SIGINT or SIGTERM ends the run with
     ``RunInterrupted``, ``status.json`` = interrupted (with the signal) and an intact
-    ``last.ckpt`` to resume from (``gmm_vae/runs/interrupts.py``).
+    ``last.ckpt`` to resume from (``gmm_vae/runs/interrupts.py``). ``note`` (how the run was
+    launched: a sweep resume's decision, the run a re-run copies) goes into every
+    ``status.json`` the run writes.
     """
     watch = SignalWatch()
     with watch.installed():
-        return _train(cfg, run_dir, watch)
+        return _train(cfg, run_dir, watch, dict(note or {}))
 
 
-def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
+def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch,
+           note: dict[str, Any]) -> float:
     config_mod.validate(cfg)
+    loggers.check_available(cfg)  # a missing optional package: before the run dir is touched
     strategy = str(cfg.trainer.strategy)
     if (is_multirun() and strategy.startswith("ddp") and not strategy.startswith("ddp_spawn")
             and "SLURM_NTASKS" not in os.environ):
@@ -162,20 +163,25 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch) -> float:
                       "the config (model.* settings differ from the run that wrote it)")
     rank_zero = rundir.owns_run_dir()
     if not rank_zero:  # a DDP child: the process the user started owns the run dir
-        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero)
+        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero, note)
     # ckpt_path inside the run dir: this run continues the one there (resume).
     resuming = bool(cfg.ckpt_path) and _is_inside(Path(str(cfg.ckpt_path)), run_dir)
     with rundir.claimed(run_dir, "hydra.run.dir" if not resuming else "resume",
                         overwrite=bool(cfg.overwrite), resuming=resuming):
-        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero)
+        return _fit_and_evaluate(cfg, run_dir, watch, dm, model, started, rank_zero, note)
 
 
 def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GMMDataModule,
-                      model: VAEModule, started: float, rank_zero: bool) -> float:
+                      model: VAEModule, started: float, rank_zero: bool,
+                      note: dict[str, Any]) -> float:
     """Fit, check the checkpoint landed, evaluate; ``status.json`` says how it ended."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    trainer: L.Trainer | None = None
     if rank_zero:
-        write_status(run_dir, "running")
+        # The config as trained: Hydra's .hydra/config.yaml is rewritten by a re-launched
+        # sweep before the job starts, so a sweep resume compares against this record.
+        atomic_write_text(run_dir / RUN_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        write_status(run_dir, "running", **note)
     try:
         dm.gmm.to_yaml(run_dir / "gmm.yaml")
         trainer = build_trainer(cfg, run_dir, [StopOnSignal(watch),
@@ -197,7 +203,7 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GM
             evaluation = write_evaluation(run_dir, model.vae, dm, cfg, ckpt_label="final",
                                           n_samples=int(cfg.analysis.eval_samples),
                                           seed=int(cfg.seed))
-            log_hparams(trainer, cfg, evaluation)
+            loggers.log_final(trainer, cfg, evaluation, run_dir)
         wall = time.perf_counter() - started
         # Training: from seeding to the end of fit (data, model, trainer set-up included); the
         # evaluation: the rest (final evaluation, its files and figures).
@@ -209,24 +215,29 @@ def _fit_and_evaluate(cfg: DictConfig, run_dir: Path, watch: SignalWatch, dm: GM
             verdict = {"posterior_collapsed": latent["collapsed"], "latent": latent["verdict"]} \
                 if "collapsed" in latent else {}
             write_status(run_dir, "completed", **times, final_metrics=metrics,
-                         objective=score if math.isfinite(score) else None, **verdict)
+                         objective=score if math.isfinite(score) else None, **verdict, **note)
     except BaseException as exc:
         if watch.received is not None:
             # Lightning may have turned the signal into its own SystemExit (SIGTERMException).
             if rank_zero:
                 _record(run_dir, "interrupted", signal=watch.received,
                         checkpoint=_last_checkpoint(run_dir),
-                        resume=f"python train.py resume={run_dir}")
+                        resume=f"python train.py resume={run_dir}", **note)
+            loggers.finish(trainer, loggers.KILLED)
             if isinstance(exc, RunInterrupted):
                 raise
             raise RunInterrupted(watch.received) from exc
         if rank_zero:
-            _record(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            _record(run_dir, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                    **note)
+        loggers.finish(trainer, loggers.FAILED)
         raise
+    loggers.finish(trainer, loggers.FINISHED)
     if trainer.is_global_zero:
         # ddp_spawn trains in child processes: the parent's trainer never advanced its epoch.
         epochs = int(trainer.current_epoch) or int(cfg.trainer.max_epochs)
-        print_summary(run_dir, metrics, wall, epochs, evaluation, train_time=train_time)
+        print_summary(run_dir, metrics, wall, epochs, evaluation, train_time=train_time,
+                      where=loggers.summary_lines(trainer, cfg, run_dir))
     return score
 
 
@@ -291,32 +302,9 @@ def _threads_for_parallel_jobs() -> int | None:
     return max(1, cpus // max(1, n_jobs))
 
 
-HPARAM_KEYS = ("data.n_components", "data.dim", "data.seed", "data.n_samples",
-               "model.latent_dim", "model.likelihood", "model.decoder_covariance",
-               "model.prior", "model.beta",
-               "model.lr", "model.prior_components", "trainer.max_epochs", "seed")
-
-
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, evaluation: dict[str, Any]) -> None:
-    """Hyper-parameters beside the final metrics, for TensorBoard's HPARAMS tab in sweeps."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    if not isinstance(trainer.logger, TensorBoardLogger):
-        return
-    params = {k: OmegaConf.select(cfg, k) for k in HPARAM_KEYS}
-    params["model.hidden_dims"] = str(list(cfg.model.hidden_dims))
-    params["model.latent_dim"] = int(trainer.lightning_module.vae.latent_dim)  # resolved if auto
-    # The registry's HPARAMS rows; status.json's (the objective) are computed here.
-    status = {"objective": objective(evaluation)}
-    values = {f"hp/{m.name}": status.get(m.name) if m.source == STATUS_FILE else m.read(evaluation)
-              for m in shown(HPARAMS)}
-    metrics = {k: float(v) for k, v in values.items() if v is not None}
-    trainer.logger.log_hyperparams(params, metrics)
-
-
 def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs: int,
                   evaluation: dict[str, Any] | None = None,
-                  train_time: float | None = None) -> None:
+                  train_time: float | None = None, where: Sequence[str] = ()) -> None:
     """A few lines a user reads at the end of a run: losses, where things are, what to do next.
 
     The time is split into training and the final evaluation, so a speed-up of one is not
@@ -324,8 +312,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
     """
 
     def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.4f}"
+        return fmt_value(metrics.get(key), 4)
 
     lines = [
         "",
@@ -340,7 +327,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
     lines += [
         f"  run dir:     {run_dir}",
         f"  checkpoints: {run_dir / 'checkpoints'}",
-        f"  TensorBoard: tensorboard --logdir {run_dir}",
+        *where,
     ]
     print("\n".join(lines), flush=True)
 

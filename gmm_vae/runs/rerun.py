@@ -82,21 +82,24 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     return metrics
 
 
-def load_run_config(run_dir: Path) -> DictConfig:
-    """The run's composed config, on the current schema (so settings added since get defaults)."""
+def load_run_config(run_dir: Path, setting: str = "run_dir") -> DictConfig:
+    """The run's composed config, on the current schema (so settings added since get defaults).
+
+    ``setting`` is the name the messages give the directory (``rerun`` for a re-run).
+    """
     from gmm_vae import config as config_mod
 
     if not run_dir.is_dir():
-        raise ConfigError(f"run_dir={run_dir} does not exist")
+        raise ConfigError(f"{setting}={run_dir} does not exist")
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"run_dir={run_dir}: not a train.py run directory (no "
+        raise ConfigError(f"{setting}={run_dir}: not a train.py run directory (no "
                           ".hydra/config.yaml)")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig), OmegaConf.load(path))
     except Exception as exc:  # YAML or schema errors: both mean the file cannot be used
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"run_dir={run_dir}: .hydra/config.yaml cannot be used ({first})") \
+        raise ConfigError(f"{setting}={run_dir}: .hydra/config.yaml cannot be used ({first})") \
             from None
     config_mod.validate(cfg)  # type: ignore[arg-type]
     return cfg  # type: ignore[return-value]
@@ -147,11 +150,25 @@ def _same_gmm(a: GMM, b: GMM) -> bool:
 
 
 def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
-    """The run's data module, on exactly the mixture it trained on.
+    """The run's data module, on exactly the mixture it trained on (``mixture_config``)."""
+    from gmm_vae.runs import pipeline
+
+    cfg, dm = _run_mixture(cfg, run_dir)
+    return dm if dm is not None else pipeline.build_datamodule(cfg)
+
+
+def mixture_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """``cfg``, or a copy of it that trains on ``<run_dir>/gmm.yaml``, the mixture the run
+    actually used, when ``cfg`` no longer rebuilds it (a spec file edited or moved since)."""
+    return _run_mixture(cfg, run_dir)[0]
+
+
+def _run_mixture(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, Any]:
+    """The config to rebuild the run's data from, and its data module when already built.
 
     Rebuilt from the config (same seeds, same test points). ``<run_dir>/gmm.yaml`` is the record
-    of the mixture actually used: if the rebuild differs (a spec file edited or moved since),
-    the data module is rebuilt from ``gmm.yaml`` instead, with a warning.
+    of the mixture actually used: if the rebuild differs, the config is pointed at
+    ``gmm.yaml`` instead, with a warning.
     """
     from gmm_vae.data.gmm import GMM
     from gmm_vae.runs import pipeline
@@ -171,5 +188,5 @@ def datamodule_for_run(cfg: DictConfig, run_dir: Path) -> Any:
         print(f"warning: using {saved_path} ({reason})", file=sys.stderr, flush=True)
         cfg = copy.deepcopy(cfg)  # the caller's config keeps its own spec_path
         cfg.data.spec_path = str(saved_path)
-        dm = pipeline.build_datamodule(cfg)
-    return dm
+        return cfg, None
+    return cfg, dm

@@ -8,6 +8,7 @@ decayed to 0 is finished (``check_extension``). ``pipeline.train`` does the rest
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,32 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, Path]:
         raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.ckpt to resume from")
     resumed = OmegaConf.merge(OmegaConf.structured(config_mod.TrainConfig),
                               OmegaConf.load(saved_cfg))
-    for key in explicit_overrides():
-        if key in ("resume", "ckpt_path") or key.startswith("hydra."):
-            continue
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    with_overrides(resumed, cfg, explicit_overrides())  # type: ignore[arg-type]
     resumed.resume = None
     resumed.ckpt_path = str(last)
     return resumed, run_dir  # type: ignore[return-value]
+
+
+# Settings that choose which run a command continues or copies: never copied onto that run.
+_RUN_SELECTORS = ("resume", "rerun", "ckpt_path")
+
+
+def with_overrides(saved: DictConfig, cfg: DictConfig, keys: Sequence[str]) -> DictConfig:
+    """``saved`` (a run's own config) with this command's values of ``keys`` on top.
+
+    ``keys`` are the settings the command line gave (``explicit_overrides``); the ones that
+    select the run (``resume``, ``rerun``, ``ckpt_path``) and Hydra's own are not copied, nor
+    is a config group chosen as a whole that is no key of the config (``debug=tiny``: its
+    values are already in ``saved``, as the run composed them).
+    """
+    absent = object()
+    for key in keys:
+        if key in _RUN_SELECTORS or key.startswith("hydra."):
+            continue
+        value = OmegaConf.select(cfg, key, default=absent)
+        if value is not absent:
+            OmegaConf.update(saved, key, value, merge=False)
+    return saved
 
 
 def explicit_overrides() -> list[str]:

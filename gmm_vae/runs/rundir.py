@@ -18,16 +18,19 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gmm_vae.errors import RunDirTaken
+from gmm_vae.io import atomic_write_json
 
 LOCK_NAME = ".lock"
 # What a train.py run writes, besides Hydra's ``.hydra/`` and ``train.log``: one of these in a
-# directory means a run has used it.
+# directory means a run has used it. (``metrics.csv`` and ``mlruns/``: the CSV and MLflow
+# loggers, ``gmm_vae.runs.loggers``; ``run_config.yaml``: the config as trained.)
 RUN_ARTEFACTS = ("status.json", "checkpoints", "evaluation", "analysis.jsonl", "gmm.yaml",
-                 "hparams.yaml", "figures")
+                 "hparams.yaml", "figures", "metrics.csv", "mlruns", "run_config.yaml")
 # Removed with the artefacts by overwrite=true: the old run's Hydra record and logs.
-_OLD_RUN_EXTRAS = (".hydra", "train.log", "metrics.csv")
+_OLD_RUN_EXTRAS = (".hydra", "train.log")
 
 
 def owns_run_dir() -> bool:
@@ -60,6 +63,16 @@ def previous_status(run_dir: Path) -> str | None:
         return str(json.loads((run_dir / "status.json").read_text())["status"])
     except (OSError, ValueError, KeyError, TypeError):
         return "unknown"
+
+
+def update_status(run_dir: Path, **extra: Any) -> None:
+    """Add ``extra`` to the run's ``status.json`` (atomically; the rest of it stands)."""
+    path = run_dir / "status.json"
+    try:
+        status = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        status = {}
+    atomic_write_json(path, {**(status if isinstance(status, dict) else {}), **extra})
 
 
 def check_free(run_dir: Path, setting: str, overwrite: bool = False,

@@ -10,7 +10,6 @@ library and PyYAML: reading a sweep never waits for torch to import.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,14 +18,19 @@ from typing import Any
 
 import yaml
 
-from gmm_vae.analysis.registry import CSV, lookup, shown
+from gmm_vae.analysis.registry import CSV, shown
 from gmm_vae.errors import ConfigError
+from gmm_vae.values import finite_number, lookup
 
 COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
 
 # CSV column -> path in evaluation/metrics.json, from the registry. Flat names, so a spreadsheet
 # or pandas reads them without knowing the nesting; ``_truth`` columns are the ground truth's.
 METRIC_PATHS: dict[str, str] = {m.name: m.key for m in shown(CSV)}
+
+# Overrides that say how a sweep was launched, not what a job computes: not a column (a resumed
+# sweep's jobs would differ in them only by which launch reached them last).
+LAUNCH_OVERRIDES = ("sweep_resume",)
 
 # Job dirs are looked for this deep below the sweep dir: Hydra's default subdir is one level,
 # a custom ``hydra.sweep.subdir`` (e.g. an override_dirname holding a path) may add a few.
@@ -46,6 +50,9 @@ class JobRow:
     objective: float | None = None
     val_loss: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # What the last launch did with the job under sweep_resume=true ("skipped: completed with
+    # the same config"); empty for a sweep that was never resumed.
+    launch: str = ""
 
     @property
     def error(self) -> str:
@@ -102,17 +109,6 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name}: unreadable ({type(exc).__name__})"
 
 
-def finite_number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, null, NaN, text)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     """One job dir as a row; every problem found goes into ``errors``, nothing raises."""
     row = JobRow(job=job_dir.relative_to(sweep_dir).as_posix(), path=job_dir)
@@ -120,7 +116,8 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text("utf-8"))
         if not isinstance(overrides, list):
             raise ValueError("not a list")
-        row.overrides = dict(parse_override(item) for item in overrides)
+        row.overrides = {k: v for k, v in map(parse_override, overrides)
+                         if k not in LAUNCH_OVERRIDES}
     except (OSError, ValueError, yaml.YAMLError) as exc:
         row.errors.append(f"overrides.yaml: unreadable ({type(exc).__name__})")
 
@@ -138,8 +135,13 @@ def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
         elif state == FAILED:
             row.status = FAILED
             row.errors.insert(0, str(status.get("error") or "failed without a message"))
+        elif state == "interrupted":  # unfinished; sweep_resume=true continues it
+            row.errors.append(f"interrupted by {status.get('signal') or 'a signal'}")
         elif state != "running":
             row.errors.append(f"status.json: unknown status {state!r}")
+        launch = status.get("sweep_resume")
+        if isinstance(launch, dict) and launch.get("action"):
+            row.launch = f"{launch['action']}: {launch.get('reason', '')}".rstrip(": ")
         row.wall_time_s = finite_number(status.get("wall_time_s"))
         row.objective = finite_number(status.get("objective"))
         final = status.get("final_metrics")
@@ -178,13 +180,3 @@ def varying_keys(rows: Sequence[JobRow]) -> list[str]:
     """The override keys whose value differs between jobs (a missing value counts as one)."""
     return [key for key in override_keys(rows)
             if len({row.overrides.get(key) for row in rows}) > 1]
-
-
-def as_number(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
