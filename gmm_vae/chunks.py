@@ -6,9 +6,9 @@ chunks from a fixed byte budget, not from the memory free now, so the chunks (an
 order of random draws) are the same on every machine and under any load: the same checkpoint
 gives the same numbers everywhere. The per-row costs are plain arithmetic over the
 architecture (``gmm_vae.shapes``); the memory estimate (``gmm_vae.resources``) reads them too.
-``affordable`` turns a fixed budget of multiply-adds (``EVAL_WORK_BUDGET``) into the draws of
-one evaluation pass, so the evaluation's time follows the cost of one sample rather than a
-fixed million of them.
+``affordable`` caps the multiply-adds an evaluation pass spends per row asked for
+(``WORK_PER_ROW``), so the evaluation's time follows the cost of one sample rather than a fixed
+million of them.
 """
 
 from __future__ import annotations
@@ -72,16 +72,17 @@ def mixture_log_prob_bytes_per_row(n_components: int, latent_dim: int) -> float:
 
 # ----------------------------------------------------------------------- the work budget
 
-# Multiply-adds one pass of the evaluation may spend: the model's coverage draw with its
-# scoring, a truth draw with its scoring (the perfect-sampler reference), the IWAE bound. About
-# 10 s at the ~3 GFLOP/s these passes reach on one CPU core. Every mixture of the benchmark
-# suite keeps its full counts under it (its costliest pass, the 10-D 8-component mixture's
-# million coverage draws, is 2.7e10), so their numbers do not move; where one sample costs
-# more (D >= 20: the full-covariance head's D(D-1)/2 outputs and (D, D) solve per draw, K
-# products of D x D per score) a pass draws fewer, and its time follows the work instead of
-# growing as D^2 times a fixed million. Like the chunk budget, a constant: the counts, and
-# with them the numbers, are the same on every machine.
-EVAL_WORK_BUDGET = 3e10
+# Multiply-adds an evaluation pass may spend per row it was asked for (a coverage draw with
+# its scoring, a truth draw of the perfect-sampler reference, an importance sample of the IWAE
+# bound): rows that cost more are drawn in proportion fewer. Every mixture of the benchmark
+# suite costs less (its costliest, 10-D with 8 components, 2.7e4 per coverage draw), so its
+# counts and numbers do not move; where one sample costs more (D >= 20: the full-covariance
+# head's D(D-1)/2 outputs and (D, D) solve per draw, K products of D x D per score) the
+# evaluation's time follows the work instead of growing as D^2 times a fixed million. Per row
+# asked for, not per pass: a user who asks for 5M coverage draws of a 3-D model gets them. A
+# constant, like the chunk budget: the counts, and with them the numbers, are the same on
+# every machine. (~3 GFLOP/s on one CPU core: a million default draws take ~6 s.)
+WORK_PER_ROW = 3e4
 
 
 def model_draw_work(latent_dim: int, data_dim: int, hidden: list[int], likelihood: str,
@@ -104,12 +105,13 @@ def score_work(n_components: int, dim: int) -> float:
     return float(n_components * dim * (dim + 1))
 
 
-def affordable(requested: int, work_per_row: float, floor: int = 0,
-               budget: float = EVAL_WORK_BUDGET) -> int:
-    """Rows a pass draws: ``requested``, or as many as ``budget`` pays for at ``work_per_row``
-    multiply-adds each, never fewer than ``floor`` (nor more than ``requested``)."""
-    paid = int(budget // max(1.0, float(work_per_row)))
-    return int(min(int(requested), max(int(floor), paid)))
+def affordable(requested: int, work_per_row: float, floor: int = 0) -> int:
+    """Rows a pass draws: all ``requested`` while one costs at most ``WORK_PER_ROW``
+    multiply-adds, in proportion fewer beyond, never fewer than ``floor`` (nor more than
+    ``requested``): of 1M coverage draws, all for a 3-D model, 575,000 for a 20-D one, 10,558
+    in 200-D."""
+    share = min(1.0, WORK_PER_ROW / max(1.0, float(work_per_row)))
+    return int(min(int(requested), max(int(floor), int(int(requested) * share))))
 
 
 def coverage_bytes_per_row(n_components: int, dim: int) -> float:

@@ -265,3 +265,81 @@ def test_hq_ratio_and_median_of_a_perfect_sampler_hold_where_components_overlap(
     narrow = coverage.mode_coverage(tight, overlapping, None, 0.1, *ref)
     assert narrow["median_fraction"] > cov["median_perfect"] + 0.25
     assert narrow["hq_ratio"] > 1.0
+
+
+class _FakeKMeans:
+    """KMeans stand-in: no work, centres of the right shape."""
+
+    def __init__(self, n_clusters: int, **_: object) -> None:
+        self.k = n_clusters
+
+    def fit(self, x: np.ndarray) -> _FakeKMeans:
+        self.cluster_centers_ = x[: self.k]
+        return self
+
+
+def _fake_bic(monkeypatch, true_k: int) -> list[int]:
+    """Replace the scan's mixture by one whose BIC is (k - true_k)^2: the ks it tries."""
+    import sklearn.cluster
+    import sklearn.mixture
+
+    tried: list[int] = []
+
+    class FakeMixture:
+        def __init__(self, k: int, **_: object) -> None:
+            self.k = k
+
+        def fit(self, x: np.ndarray) -> FakeMixture:
+            tried.append(self.k)
+            return self
+
+        def bic(self, x: np.ndarray) -> float:
+            return float((self.k - true_k) ** 2)
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return np.arange(len(x)) % self.k
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", _FakeKMeans)
+    monkeypatch.setattr(sklearn.mixture, "GaussianMixture", FakeMixture)
+    return tried
+
+
+def test_bic_scan_up_to_ten_tries_every_k_as_the_one_by_one_scan(monkeypatch) -> None:
+    """Where the best k is small (the default mixture's 4) the scan is the one it replaced:
+    every k from 1 until k is past the best by more than 5."""
+    tried = _fake_bic(monkeypatch, true_k=4)
+    x = np.random.default_rng(0).standard_normal((500, 3))
+    assert metrics.optimal_k(x, 10, "bic")[0] == 4
+    assert tried == list(range(1, 10))  # 10 - 4 > 5: the scan stops
+
+
+@pytest.mark.parametrize("true_k", [13, 37, 50, 99])
+def test_bic_scan_of_many_components_is_coarse_then_bisected(monkeypatch, true_k: int) -> None:
+    """For K = 50 the one-by-one scan fitted k = 1..100 (sum of k: 5,050, the cost); the
+    coarse scan and its refinement find the same minimum in about 30 fits, a fifth of the
+    cost, growing as K log K instead of K^2."""
+    tried = _fake_bic(monkeypatch, true_k)
+    x = np.random.default_rng(0).standard_normal((1000, 3))
+    k_max = min(100, 2 * true_k)
+    assert metrics.optimal_k(x, k_max, "bic")[0] == true_k
+    assert len(tried) == len(set(tried))  # no k fitted twice
+    assert {true_k - 1, true_k, true_k + 1} & set(range(1, k_max + 1)) <= set(tried)
+    if true_k == 50:
+        assert len(tried) <= 32 and sum(tried) <= 1000
+
+
+def test_many_dimensional_points_are_counted_on_their_leading_components() -> None:
+    """Up to 20-D the counts read every coordinate (the same numbers as before); in 200-D a
+    full-covariance mixture has more parameters per component than points and bin seeding
+    finds no mode (mean shift raised): both read the 20 leading principal components."""
+    x20 = np.random.default_rng(0).standard_normal((50, 20))
+    assert np.array_equal(metrics.leading_components(x20), x20)
+    gmm = GMM.random(4, 200, seed=1)
+    x, labels = gmm.sample(1000, np.random.default_rng(0))
+    lead = metrics.leading_components(x)
+    assert lead.shape == (1000, metrics.MAX_COUNT_DIMS)
+    k, found = metrics.optimal_k(x, 6, "bic")
+    from sklearn.metrics import adjusted_rand_score
+
+    assert k == 4 and adjusted_rand_score(labels, found) == pytest.approx(1.0)
+    assert metrics.count_modes(x)["count"] == 4

@@ -99,23 +99,23 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
 
 # Truth samples behind the perfect sampler's reference shares: their noise (~0.0005 in TV for
 # K = 4) is well under any difference between models. Fewer where the work budget says so
-# (``resources.EVAL_WORK_BUDGET``: 150,000 in 200-D), never fewer than the samples it judges.
+# (``chunks.affordable``: 149,000 in 200-D), never fewer than the samples it judges.
 REFERENCE_SAMPLES = 1_000_000
 # The fewest test points an IWAE bound the work budget shrinks keeps (all when fewer).
 MIN_NLL_POINTS = 100
 
 
 def draw_work(model: VAE) -> float:
-    """Multiply-adds of one model sample (``resources.model_draw_work``)."""
+    """Multiply-adds of one model sample (``chunks.model_draw_work``)."""
     return model_draw_work(model.latent_dim, model.data_dim, list(model.hidden_dims),
                            model.likelihood, model.full_cov)
 
 
-def iwae_work(model: VAE, k: int) -> float:
-    """Multiply-adds of one test point's IWAE bound: ``k`` decodes and prior densities."""
+def iwae_work(model: VAE) -> float:
+    """Multiply-adds of one importance sample of the IWAE bound: a decode and a prior
+    density (a test point's ``k`` of them cost ``k`` times as much, as do its ``k`` rows)."""
     components = model.config.prior_components if model.config.prior == "mog" else 1
-    prior = 2.0 * model.latent_dim * components
-    return k * (draw_work(model) + prior)
+    return draw_work(model) + 2.0 * model.latent_dim * components
 
 
 class CoverageReference(NamedTuple):
@@ -276,7 +276,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         if settings.nll:
             t0 = progress.begin("likelihood (IWAE)")
             xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
-            xt = xt[:affordable(len(xt), iwae_work(model, settings.iwae_samples),
+            xt = xt[:affordable(len(xt), iwae_work(model),
                                 floor=MIN_NLL_POINTS)]
             model_lp = model.log_prob(torch.from_numpy(xt), k=settings.iwae_samples)
             out["nll"] = metrics.heldout_nll(model_lp.double().cpu().numpy(), gmm.log_prob(xt))
