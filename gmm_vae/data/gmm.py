@@ -21,6 +21,10 @@ from gmm_vae.chunks import rows_per_chunk
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
 
+# libyaml's safe loader and dumper where PyYAML has them: the same text and the same values as
+# the pure-Python ones, 3-5x faster on a 200-D mixture's 160,000 covariance entries.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # Covariances must be numerically SPD: the smallest eigenvalue relative to the largest.
 _SPD_RTOL = 1e-10
 
@@ -127,7 +131,8 @@ class GMM:
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the mixture as a spec file (atomically: never a half-written file)."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        text = yaml.dump(self.to_dict(), Dumper=_DUMPER, sort_keys=False,
+                         default_flow_style=None)
         atomic_write_text(Path(path), text)
 
     @classmethod
@@ -138,7 +143,7 @@ class GMM:
         if not path.is_file():
             raise ConfigError(f"{setting} must name an existing YAML file (got '{path}')")
         try:
-            spec = yaml.safe_load(path.read_text())
+            spec = yaml.load(path.read_text(), Loader=_LOADER)
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f" at line {line + 1}" if line is not None else ""
