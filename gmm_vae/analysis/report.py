@@ -158,7 +158,8 @@ def _write_evaluation(run_dir: Path, model: VAE, datamodule: Any, cfg: DictConfi
     }
     for key, fig in figures.items():
         plots.save_figure(fig, out_dir / FIGURES[key])
-    atomic_write_text(out_dir / "report.md", render_report(metrics, cfg, Path(run_dir)))
+    atomic_write_text(out_dir / "report.md", render_report(metrics, cfg, Path(run_dir),
+                                                           gmm.weights.tolist()))
     return metrics
 
 
@@ -203,8 +204,12 @@ def _collapse_banner(metrics: dict[str, Any]) -> list[str]:
             "separate modes: its samples are one blob over the data.", ""]
 
 
-def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> str:
-    """``report.md``: the study's table beside the trusted measures, then the figures."""
+def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
+                  weights: list[float] | None = None) -> str:
+    """``report.md``: the study's table beside the trusted measures, then the figures.
+
+    ``weights``: the true mixture's, for the component table; None reads them from the run's
+    ``gmm.yaml`` (parsing a 200-D mixture's covariances for them cost ~10 s)."""
     g = lambda path: lookup(metrics, path)  # noqa: E731
     a = cfg.analysis
     n = g("n_samples")
@@ -241,7 +246,7 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |"
               for row in _trusted_rows(metrics)]
     shares, captured = g("coverage.shares"), g("coverage.captured")
-    weights = _true_weights(run_dir)
+    weights = _true_weights(run_dir) if weights is None else weights
     if shares:
         ref, ratio = g("coverage.reference_shares") or [], g("coverage.capture_ratio") or []
         lines += ["", "Per component: true weight, its share of all VAE samples (high quality, "
