@@ -46,7 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gmm_vae.analysis import metrics  # noqa: E402
+from gmm_vae.analysis import coverage, metrics  # noqa: E402
 from gmm_vae.data import suite  # noqa: E402
 from gmm_vae.data.datamodule import GMMDataModule  # noqa: E402
 from gmm_vae.model import schedules  # noqa: E402
@@ -156,7 +156,7 @@ def main() -> None:
         diagnose(model, dm, gmm)
     torch.manual_seed(0)
     samples = model.sample(200_000).double().numpy()
-    cov = metrics.mode_coverage(samples, gmm)
+    cov = coverage.mode_coverage(samples, gmm)
     log_p = model.log_prob(torch.from_numpy(dm.x_test), k=64).double().numpy()
     gap = metrics.heldout_nll(log_p, gmm.log_prob(dm.x_test))["gap"]
     refits = (f" refit every {args.refit_every}" if args.refit_every else "") + \
@@ -180,7 +180,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     mean, log_var = model.encode(x)
     z = model.reparameterize(mean, log_var)
     agg = model.denormalize(model.decode_sample(z))
-    cov = metrics.mode_coverage(agg.double().numpy(), gmm)
+    cov = coverage.mode_coverage(agg.double().numpy(), gmm)
     print(f"  aggregate posterior: HQ ratio {cov['hq_ratio']:.3f}, weight error "
           f"{cov['weights_tv']:.4f}, off-mode {cov['off_mode_share']:.3f}")
     prior_z = model.prior.sample(200_000)
@@ -192,7 +192,7 @@ def diagnose(model: VAE, dm: GMMDataModule, gmm: object) -> None:
     far = (dist[:, 0] / sd > 3).mean()
     print(f"  prior samples over 3 posterior sds from every posterior mean: {far:.3f}")
     xs = model.denormalize(model.decode_sample(prior_z))
-    cov = metrics.mode_coverage(xs.double().numpy(), gmm)
+    cov = coverage.mode_coverage(xs.double().numpy(), gmm)
     print(f"  prior: HQ ratio {cov['hq_ratio']:.3f}, weight error {cov['weights_tv']:.4f}, "
           f"off-mode {cov['off_mode_share']:.3f}")
 

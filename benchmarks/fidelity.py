@@ -241,7 +241,7 @@ def reference_rows(suite: dict[str, Mixture], epochs: int) -> list[dict]:
     from hydra import compose, initialize_config_dir
 
     from benchmarks.references import gaussian_mixture, spline_flow
-    from gmm_vae.analysis import metrics
+    from gmm_vae.analysis import coverage, metrics
     from gmm_vae.analysis.evaluation import coverage_reference
     from gmm_vae.runs.pipeline import build_datamodule
 
@@ -250,11 +250,11 @@ def reference_rows(suite: dict[str, Mixture], epochs: int) -> list[dict]:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=list(suite[case].overrides))
         dm = build_datamodule(cfg)
-        reference = coverage_reference(dm.gmm, 3.0, DEFAULT_SEED)
+        reference = coverage_reference(dm.gmm, seed=DEFAULT_SEED)
         for fit in (gaussian_mixture(dm, 1_000_000, DEFAULT_SEED),
                     spline_flow(dm, 1_000_000, epochs, DEFAULT_SEED)):
-            cov = metrics.mode_coverage(fit.samples, dm.gmm, 3.0, 0.1, *reference)
-            lit = metrics.literature_protocol(fit.samples, dm.gmm)
+            cov = coverage.mode_coverage(fit.samples, dm.gmm, None, 0.1, *reference)
+            lit = coverage.literature_protocol(fit.samples, dm.gmm)
             gap = metrics.heldout_nll(fit.test_log_prob, dm.gmm.log_prob(dm.x_test))["gap"]
             row = out.setdefault(fit.name, {"model": fit.name, "params": str(fit.n_params)})
             row[f"{case}_lit"] = f"{lit['modes']} | {lit['hq_percent']:.1f}"

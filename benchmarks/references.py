@@ -8,8 +8,8 @@
   bottleneck to collapse.
 
 Both return samples in data coordinates and test log-likelihoods, which
-``benchmarks/fidelity.py`` scores with ``metrics.mode_coverage``, ``literature_protocol`` and
-``heldout_nll`` exactly as it scores the VAE.
+``benchmarks/fidelity.py`` scores with ``coverage.mode_coverage``, ``literature_protocol`` and
+``metrics.heldout_nll`` exactly as it scores the VAE.
 """
 
 from __future__ import annotations

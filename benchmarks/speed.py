@@ -3,6 +3,7 @@
     python benchmarks/speed.py [--epochs 20] [--repeats 3] [--threads N] [--analysis-epochs 500]
                                [--recipe-epochs 300 [--recipe-pairs 2]] [--scale]
                                [--sweep-epochs 150] [hydra overrides ...]
+    python benchmarks/speed.py --cost-epochs 60 [--cost-repeats 2] [--cost-rows K=4,K=50]
     python benchmarks/speed.py --gpu [--gpu-sweep 4] [--run-epochs 300]
 
 ``--gpu`` and ``--gpu-sweep N`` (a machine with a CUDA GPU) time whole ``train.py`` runs instead,
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing: benchma
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from gmm_vae.analysis.callbacks import AnalysisCallback, TSNECallback  # noqa: E402
 from gmm_vae.runs.callbacks import build_callbacks  # noqa: E402
 from gmm_vae.runs.pipeline import (  # noqa: E402
     build_datamodule,
@@ -263,6 +266,96 @@ def recipe_cost(epochs: int, pairs: int) -> None:
     print(f"default/earlier recipe ratio: {totals['default'] / totals['earlier']:.2f}")
 
 
+# The mixtures of the cost table: K grows in 3-D, then D grows at K = 8 (issue 23).
+COST_ROWS: dict[str, list[str]] = {
+    "K=4": ["data.n_components=4", "data.dim=3"],
+    "K=16": ["data.n_components=16", "data.dim=3"],
+    "K=50": ["data.n_components=50", "data.dim=3"],
+    "K=8,D=3": ["data.n_components=8", "data.dim=3"],
+    "K=8,D=10": ["data.n_components=8", "data.dim=10"],
+    "K=8,D=20": ["data.n_components=8", "data.dim=20"],
+    "K=8,D=50": ["data.n_components=8", "data.dim=50"],
+}
+DEFAULT_EPOCHS, DEFAULT_EVERY, DEFAULT_TSNE_EVERY = 300, 50, 250
+
+
+class CallbackClock:
+    """Seconds spent in the analysis callbacks' epoch-end hooks, summed over a run.
+
+    The hooks are wrapped on the classes for the clock's lifetime, so the run itself (built by
+    ``train``) is the unchanged default; training time is the fit minus these seconds.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._saved: dict[type, Any] = {}
+
+    def __enter__(self) -> CallbackClock:
+        for cls in (AnalysisCallback, TSNECallback):
+            hook = cls.on_train_epoch_end
+            self._saved[cls] = hook
+
+            def timed(cb: Any, trainer: Any, module: Any, _hook: Any = hook) -> None:
+                start = time.perf_counter()
+                try:
+                    _hook(cb, trainer, module)
+                finally:
+                    self.seconds += time.perf_counter() - start
+
+            cls.on_train_epoch_end = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for cls, hook in self._saved.items():
+            cls.on_train_epoch_end = hook  # type: ignore[method-assign]
+
+
+def cost_run(mixture: list[str], epochs: int) -> dict[str, float]:
+    """One default run of ``epochs`` on ``mixture`` (analysis on, cadence scaled to a 300-epoch
+    run's; one thread, as the issue's measurements): seconds of training, analysis callbacks
+    and final evaluation, and the wall time a 300-epoch run would take."""
+    scale = epochs / DEFAULT_EPOCHS
+    over = ["trainer.accelerator=cpu", "torch_threads=1", "trainer.enable_progress_bar=false",
+            f"trainer.max_epochs={epochs}",
+            f"analysis.every_n_epochs={max(1, round(DEFAULT_EVERY * scale))}",
+            f"analysis.tsne_every_n_epochs={max(1, round(DEFAULT_TSNE_EVERY * scale))}",
+            *mixture]
+    with tempfile.TemporaryDirectory() as tmp, CallbackClock() as clock:
+        train(compose_cfg(over), Path(tmp))
+        status = json.loads((Path(tmp) / "status.json").read_text())
+    fit = float(status["train_time_s"])
+    out = {"training": fit - clock.seconds, "analysis": clock.seconds,
+           "evaluation": float(status["eval_time_s"]), "wall": float(status["wall_time_s"])}
+    out["wall_300"] = out["training"] / scale + out["analysis"] + out["evaluation"]
+    return out
+
+
+def cost_table(epochs: int, repeats: int, rows: list[str]) -> None:
+    """The cost table: every row ``repeats`` times, interleaved (a drifting machine hits all
+    alike), the fastest of each row's repeats per stage, ratios to the K = 4 row."""
+    rows = ["K=4", *[r for r in rows if r != "K=4"]]
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for row in rows:
+            times = cost_run(COST_ROWS[row], epochs)
+            best[row] = {k: min(v, best.get(row, times)[k]) for k, v in times.items()}
+    base = best["K=4"]
+    print(f"cost table: default runs, {epochs} epochs standing for {DEFAULT_EPOCHS} (analysis "
+          f"cadence scaled), best of {repeats}, threads {torch.get_num_threads()}; seconds "
+          "(ratio to K=4)")
+    print("| mixture | training | analysis callbacks | final evaluation | wall | "
+          f"wall at {DEFAULT_EPOCHS} epochs |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        t = best[row]
+        cells = " | ".join(f"{t[k]:.1f} ({t[k] / max(base[k], 1e-9):.2f}x)"
+                           for k in ("training", "analysis", "evaluation", "wall", "wall_300"))
+        print(f"| {row} | {cells} |")
+    if "K=50" in best:
+        print(f"K=50/K=4 wall ratio: {best['K=50']['wall'] / base['wall']:.2f} "
+              f"(at {DEFAULT_EPOCHS} epochs: {best['K=50']['wall_300'] / base['wall_300']:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -286,6 +379,12 @@ def main() -> None:
                         help="time N default runs at once on one GPU against one run alone")
     parser.add_argument("--run-epochs", type=int, default=300,
                         help="epochs of each train.py run of --gpu / --gpu-sweep")
+    parser.add_argument("--cost-epochs", type=int, default=0,
+                        help="time default runs over COST_ROWS (K and D growing) for this many "
+                             "epochs each, split into training / analysis / final evaluation")
+    parser.add_argument("--cost-repeats", type=int, default=1)
+    parser.add_argument("--cost-rows", default=",".join(COST_ROWS),
+                        help="comma-separated rows of COST_ROWS (K=4 is always measured)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for the per-step comparison (model.prior=standard)")
     args = parser.parse_args()
@@ -299,6 +398,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
+    if args.cost_epochs:
+        unknown = [r for r in args.cost_rows.split(",") if r not in COST_ROWS]
+        if unknown:
+            sys.exit(f"error: --cost-rows must name rows of {', '.join(COST_ROWS)} "
+                     f"(got {', '.join(unknown)})")
+        cost_table(args.cost_epochs, args.cost_repeats, args.cost_rows.split(","))
+        return
     cfg = compose_cfg([*BASE, *args.overrides])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"n={cfg.data.n_samples}, batch={cfg.data.batch_size}, "

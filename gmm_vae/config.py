@@ -134,7 +134,8 @@ class AnalysisConfig:
     hist_bins: int = 50
     peak_height: float = 0.1
     peak_distance: int = 3
-    hq_threshold: float = 3.0
+    hq_quantile: float = 0.99
+    hq_threshold: float | None = None
     min_share: float = 0.01
     min_capture: float = 0.1
     iwae_samples: int = 64
@@ -281,8 +282,15 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
         raise ConfigError(f"model.decoder_init_log_var must be a number in [{MIN_LOG_VAR:g}, "
                           f"{MAX_LOG_VAR:g}], the decoder's log-variance bounds (got {log_var!r})")
     for key in ("model.lr", "data.mean_spread", "data.scale_min", "data.scale_max",
-                "data.weight_concentration", "analysis.hq_threshold"):
+                "data.weight_concentration"):
         _positive_float(cfg, key)
+    if cfg.analysis.hq_threshold is not None:
+        _positive_float(cfg, "analysis.hq_threshold")
+    quantile = cfg.analysis.hq_quantile
+    if not (isinstance(quantile, int | float) and 0 < quantile < 1):
+        raise ConfigError("analysis.hq_quantile must be in (0, 1): the chi2_D quantile of the "
+                          "high-quality radius, a perfect sampler's high-quality share "
+                          f"(got {quantile!r})")
     for key in ("model.beta", "model.free_bits", "model.weight_decay", "data.min_separation",
                 "analysis.peak_height", "analysis.min_share"):
         _positive_float(cfg, key, allow_zero=True)

@@ -24,10 +24,13 @@ from gmm_vae.chunks import (
     _I64,
     GiB,
     MiB,
+    affordable,
     coverage_bytes_per_row,
     iwae_bytes_per_point,
+    model_draw_work,
     rows_per_chunk,
     sample_bytes_per_row,
+    score_work,
 )
 from gmm_vae.errors import ConfigError
 from gmm_vae.machine import available_bytes
@@ -109,7 +112,9 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
 
     if analysis.evaluate_at_end:
         n_eval, n_cov = int(analysis.eval_samples), int(analysis.coverage_samples)
-        n_cov = max(n_cov, n_eval)
+        work = (model_draw_work(latent, d, hidden, str(model.likelihood), full_cov)
+                + score_work(k, d))
+        n_cov = affordable(max(n_cov, n_eval), work, floor=n_eval)  # what the evaluation draws
         # The model's coverage draw (float64) and its concatenation, then the truth's draw
         # (points, labels, noise) and its concatenation beside it; one budgeted chunk.
         parts["analysis.coverage_samples"] = n_cov * (4 * _F64 * d + 3 * _I64)

@@ -111,6 +111,11 @@ def test_unknown_key_and_wrong_type_are_rejected(compose_cfg) -> None:
         ("data.scale_min=2", "data.scale_min must be <= data.scale_max (got 2.0 > 1.0)"),
         ("analysis.min_capture=1.5", "analysis.min_capture must be in (0, 1]: the fraction of a "
                                      "perfect sampler's share a captured mode needs (got 1.5)"),
+        ("analysis.hq_quantile=1", "analysis.hq_quantile must be in (0, 1): the chi2_D quantile "
+                                   "of the high-quality radius, a perfect sampler's high-quality "
+                                   "share (got 1.0)"),
+        ("analysis.hq_threshold=0", "analysis.hq_threshold must be a positive finite number "
+                                    "(got 0.0)"),
         ("model.decoder_init_log_var=6.5", "model.decoder_init_log_var must be a number in "
                                            "[-12, 6], the decoder's log-variance bounds "
                                            "(got 6.5)"),
@@ -130,6 +135,7 @@ def test_semantic_validation_messages(compose_cfg, override: str, message: str) 
     "analysis.every_n_epochs=0", "model.prior_refit_every=0", "model.decoder_init_log_var=-12",
     "model.decoder_init_log_var=6", "analysis.min_capture=1", "analysis.k_max=2",
     "data.n_samples=4", "data.scale_min=1.0", "model.beta=0", "data.min_separation=0",
+    "analysis.hq_quantile=0.999999", "analysis.hq_threshold=3", "analysis.hq_threshold=null",
 ])
 def test_values_at_each_bound_are_accepted(compose_cfg, override: str) -> None:
     """The other side of each refusal above: the bound itself is allowed (no off-by-one)."""

@@ -140,6 +140,33 @@ def test_default_sizes_keep_their_chunks_so_random_draws_do_not_move() -> None:
         chunks.iwae_bytes_per_point(64, 2, 3, [8192, 8192]), 4096) < 4096
 
 
+def _coverage_draws(k: int, d: int, requested: int = 1_000_000) -> int:
+    """What the default model's evaluation draws for coverage on a K-component D-dim mixture."""
+    from gmm_vae.shapes import auto_latent_dim
+
+    work = chunks.model_draw_work(auto_latent_dim(d), d, [128, 128], "gaussian", True)
+    return chunks.affordable(requested, work + chunks.score_work(k, d), floor=10_000)
+
+
+def test_the_work_budget_keeps_every_suite_count_and_shrinks_with_the_cost_of_a_sample(
+        tmp_path: Path) -> None:
+    """Known answers: every benchmark mixture keeps its million coverage draws (so its numbers
+    do not move), a 20-D model draws 575,329, a 200-D one 10,558 (one sample costs 2.8M
+    multiply-adds there: the head's 19,900 lower-triangle outputs); a 3-D model asked for 5M
+    gets 5M (the budget is per row asked for), and nothing falls below the floor."""
+    from gmm_vae.data import suite
+
+    for mixture in suite.mixtures(tmp_path).values():
+        truth = suite.truth_of(mixture)
+        assert _coverage_draws(truth.n_components, truth.dim) == 1_000_000, mixture.name
+    assert _coverage_draws(50, 3) == 1_000_000
+    assert _coverage_draws(8, 20) == 575_329
+    assert _coverage_draws(4, 200) == 10_558
+    assert _coverage_draws(4, 3, requested=5_000_000) == 5_000_000
+    assert _coverage_draws(4, 2000, requested=1_000_000) == 10_000  # the floor
+    assert chunks.affordable(1_000_000, chunks.truth_draw_work(4, 200), floor=10_558) == 149_402
+
+
 # IWAE passes in a fresh interpreter: each one's chunk estimate and the rise of the peak resident
 # memory (VmHWM, reset before each pass by writing 5 to /proc/self/clear_refs) over a baseline.
 _MEASURE_IWAE = """

@@ -31,7 +31,8 @@ METRIC_KEYS = {
     "clusters": {"criterion", "k_max", "vae_samples", "ground_truth"},
     "modes": {"vae_samples", "ground_truth", "vae_samples_per_axis", "ground_truth_per_axis",
               "nd_vae_samples", "nd_ground_truth"},
-    "coverage": {"modes_captured", "n_components", "min_capture", "hq_fraction", "hq_perfect",
+    "coverage": {"modes_captured", "n_components", "min_capture", "hq_radius", "hq_fraction",
+                 "hq_perfect",
                  "hq_ratio", "weights_tv", "weights_tv_hq", "median_fraction", "shares",
                  "off_mode_share", "reference_shares", "capture_ratio", "captured",
                  "n_samples"},
@@ -39,7 +40,7 @@ METRIC_KEYS = {
                        "median_fraction", "n_samples"},
     "latent": {"active_units", "latent_dim", "kl", "kl_per_dim", "mean_variance", "collapsed",
                "verdict"},
-    "nll": {"model", "true", "gap", "iwae_samples"},
+    "nll": {"model", "true", "gap", "iwae_samples", "n_points"},
     "distance": {"sliced_wasserstein", "sliced_wasserstein_floor"},
 }
 

@@ -55,6 +55,21 @@ def test_sample_statistics_match_parameters() -> None:
         np.testing.assert_allclose(np.cov(xk.T), gmm.covariances[k], atol=0.03)
 
 
+@pytest.mark.parametrize(("k", "d"), [(4, 1), (4, 3), (3, 50)])
+def test_sampling_one_component_at_a_time_gives_the_row_wise_points_bit_for_bit(
+        k: int, d: int) -> None:
+    """Training data and every truth draw come from ``sample``: mapping one component at a time
+    (fast in high D) must not move a single bit of what the row-wise map gave."""
+    gmm = GMM.random(k, d, seed=d)
+    x, labels = gmm.sample(3000, np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    expect_labels = rng.choice(k, size=3000, p=gmm.weights)
+    eps = rng.standard_normal((3000, d))
+    chol = np.linalg.cholesky(gmm.covariances)[expect_labels]
+    expect = gmm.means[expect_labels] + np.einsum("nij,nj->ni", chol, eps)
+    assert np.array_equal(labels, expect_labels) and np.array_equal(x, expect)
+
+
 def test_log_density_matches_scipy() -> None:
     means = np.array([[0.0, 0.0], [3.0, 1.0]])
     covs = np.array([[[1.0, 0.3], [0.3, 0.5]], [[0.7, -0.2], [-0.2, 1.2]]])

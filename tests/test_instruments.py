@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmm_vae.analysis import aggregate, metrics
+from gmm_vae.analysis import aggregate, coverage, metrics
 from gmm_vae.data import suite
 from gmm_vae.data.gmm import GMM
 
@@ -38,7 +38,7 @@ def missing_one(gmm: GMM, n: int, drop: int = 0, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("name", list(TIGHT))
 def test_perfect_sampler_captures_every_mode_with_no_weight_error(name: str) -> None:
     gmm = TIGHT[name]
-    cov = metrics.mode_coverage(perfect(gmm, 200_000), gmm)
+    cov = coverage.mode_coverage(perfect(gmm, 200_000), gmm)
     assert cov["modes_captured"] == gmm.n_components
     assert cov["weights_tv"] < 0.01  # sampling noise at 200k samples: ~0.003 (K=8), ~0.006 (25)
     assert cov["hq_ratio"] == pytest.approx(1.0, abs=0.01)
@@ -48,7 +48,7 @@ def test_perfect_sampler_captures_every_mode_with_no_weight_error(name: str) -> 
 @pytest.mark.parametrize("name", list(TIGHT))
 def test_collapsed_model_captures_nothing_and_its_weight_error_is_near_one(name: str) -> None:
     gmm = TIGHT[name]
-    cov = metrics.mode_coverage(collapsed(gmm, 200_000), gmm)
+    cov = coverage.mode_coverage(collapsed(gmm, 200_000), gmm)
     assert cov["modes_captured"] == 0
     assert cov["weights_tv"] >= 0.9
     assert cov["hq_ratio"] < 0.05
@@ -57,7 +57,7 @@ def test_collapsed_model_captures_nothing_and_its_weight_error_is_near_one(name:
 @pytest.mark.parametrize("name", list(TIGHT))
 def test_a_sampler_missing_one_component_scores_k_minus_one(name: str) -> None:
     gmm = TIGHT[name]
-    cov = metrics.mode_coverage(missing_one(gmm, 200_000, drop=3), gmm)
+    cov = coverage.mode_coverage(missing_one(gmm, 200_000, drop=3), gmm)
     assert cov["modes_captured"] == gmm.n_components - 1
     assert cov["captured"][3] is False
     # The dropped component's perfect share moved to the others: TV = its weight * P(HQ).
@@ -70,15 +70,68 @@ def test_more_samples_do_not_change_the_capture_count(name: str, sampler) -> Non
     """The old rule (>= 1% of the HQ samples) grew more lenient with every sample drawn: 2,600
     stray samples in a million made a collapsed model 8/8. The new one compares shares."""
     gmm = TIGHT[name]
-    counts = {n: metrics.mode_coverage(sampler(gmm, n), gmm)["modes_captured"]
+    counts = {n: coverage.mode_coverage(sampler(gmm, n), gmm)["modes_captured"]
               for n in (100_000, 200_000, 1_000_000)}
     assert len(set(counts.values())) == 1, counts
+
+
+# The high-quality rule in every dimension: six tight components with rotated covariances
+# (stds 0.1-0.3) on a wide random layout, 40,000 samples per sampler.
+DIMS = (2, 3, 10, 20, 50)
+
+
+def spread_in(dim: int) -> GMM:
+    return GMM.random(6, dim, seed=3, scale_range=(0.1, 0.3), min_separation=4)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_a_perfect_sampler_is_high_quality_at_the_quantile_in_every_dimension(dim: int) -> None:
+    """0.99 of a perfect sampler's draws are high quality whatever D (binomial SE 0.0005 at
+    40,000); under the old fixed radius 3 that share was 0.971 in 3-D and 0.017 in 20-D."""
+    gmm = spread_in(dim)
+    x = perfect(gmm, 40_000)
+    cov = coverage.mode_coverage(x, gmm)
+    assert cov["modes_captured"] == 6 and cov["hq_perfect"] == pytest.approx(0.99)
+    assert cov["hq_fraction"] == pytest.approx(0.99, abs=0.003)
+    assert cov["hq_ratio"] == pytest.approx(1.0, abs=0.003)
+    assert cov["weights_tv"] < 0.02 and min(cov["capture_ratio"]) > 0.9
+    assert cov["hq_radius"] ** 2 == pytest.approx(coverage.hq_radius_sq(dim))
+    old = coverage.mode_coverage(x, gmm, threshold=3.0)
+    assert old["hq_fraction"] == pytest.approx(coverage.perfect_hq_fraction(dim, 3.0), abs=0.005)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_a_collapsed_sampler_captures_nothing_in_every_dimension(dim: int) -> None:
+    """One Gaussian over the whole data set, and every sample at the data's centre: 0/K and a
+    weight error >= 0.9 (at one point between the modes exactly 0.99, all off-mode)."""
+    gmm = spread_in(dim)
+    blob = coverage.mode_coverage(collapsed(gmm, 40_000), gmm)
+    assert blob["modes_captured"] == 0 and blob["weights_tv"] >= 0.9, blob["capture_ratio"]
+    centre = np.repeat(perfect(gmm, 40_000).mean(axis=0, keepdims=True), 1000, axis=0)
+    point = coverage.mode_coverage(centre, gmm)
+    assert point["modes_captured"] == 0
+    assert point["weights_tv"] == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_a_sampler_of_one_component_or_missing_one_is_read_so_in_every_dimension(
+        dim: int) -> None:
+    gmm = spread_in(dim)
+    only = GMM(gmm.means[2:3], gmm.covariances[2:3], np.ones(1)).sample(
+        40_000, np.random.default_rng(4))[0]
+    one = coverage.mode_coverage(only, gmm)
+    assert one["captured"] == [False, False, True, False, False, False]
+    # All its high-quality mass, 0.99, on a component a perfect sampler gives 0.99 w_2.
+    assert one["weights_tv"] == pytest.approx(0.99 * (1 - gmm.weights[2]), abs=0.005)
+    missing = coverage.mode_coverage(missing_one(gmm, 40_000, drop=3), gmm)
+    assert missing["modes_captured"] == 5 and missing["captured"][3] is False
+    assert missing["weights_tv"] == pytest.approx(0.99 * gmm.weights[3], abs=0.01)
 
 
 def test_too_concentrated_samples_are_flagged_by_the_median_ellipsoid() -> None:
     gmm = TIGHT["ring8"]
     at_means = np.repeat(gmm.means, 1000, axis=0)
-    cov = metrics.mode_coverage(at_means, gmm)
+    cov = coverage.mode_coverage(at_means, gmm)
     assert cov["modes_captured"] == 8  # every mode is there ...
     assert cov["median_fraction"] == 1.0  # ... but far too concentrated (calibrated: 0.5)
     assert cov["hq_ratio"] > 1.0
@@ -90,14 +143,14 @@ def test_capture_threshold_is_relative_to_a_perfect_sampler() -> None:
     x = missing_one(gmm, 100_000, drop=5, seed=1)
     extra = gmm.means[5] + 0.01 * np.random.default_rng(2).standard_normal((700, 2))
     x = np.concatenate([x, extra])  # 700 / 100,700 = 0.007 = ~5.6% of 0.125 * 0.989
-    assert metrics.mode_coverage(x, gmm, min_capture=0.1)["captured"][5] is False
-    assert metrics.mode_coverage(x, gmm, min_capture=0.01)["captured"][5] is True
+    assert coverage.mode_coverage(x, gmm, min_capture=0.1)["captured"][5] is False
+    assert coverage.mode_coverage(x, gmm, min_capture=0.01)["captured"][5] is True
 
 
 def test_measured_reference_equals_the_analytic_one_on_separated_components() -> None:
     gmm = TIGHT["grid25"]
-    cov = metrics.mode_coverage(perfect(gmm, 400_000, seed=3), gmm)
-    analytic = metrics.perfect_shares(gmm)
+    cov = coverage.mode_coverage(perfect(gmm, 400_000, seed=3), gmm)
+    analytic = coverage.perfect_shares(gmm)
     measured = np.append(cov["shares"], cov["off_mode_share"])
     assert np.abs(measured - analytic).max() < 0.002
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from gmm_vae.analysis import metrics
+from gmm_vae.analysis import coverage
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.losses import kl_standard_normal
 from gmm_vae.model.vae import VAE
@@ -222,28 +222,28 @@ RING = ring_of(list(range(8)))
 
 def test_literature_protocol_perfect_sampler_scores_all_modes_and_chi2_quality() -> None:
     x = RING.sample(2500, np.random.default_rng(0))[0]
-    out = metrics.literature_protocol(x, RING)
+    out = coverage.literature_protocol(x, RING)
     assert out["modes"] == 8 and out["n_samples"] == 2500
     assert abs(out["hq_percent"] - PERFECT_HQ_PERCENT) < 4 * HQ_SE, out
 
 
 def test_literature_protocol_sampler_missing_a_component_scores_seven() -> None:
     x = ring_of([0, 1, 2, 3, 4, 5, 6]).sample(2500, np.random.default_rng(1))[0]
-    out = metrics.literature_protocol(x, RING)
+    out = coverage.literature_protocol(x, RING)
     assert out["modes"] == 7
     assert abs(out["hq_percent"] - PERFECT_HQ_PERCENT) < 4 * HQ_SE, out
 
 
 def test_literature_protocol_sampler_at_one_mode_scores_one() -> None:
     x = ring_of([3]).sample(2500, np.random.default_rng(2))[0]
-    assert metrics.literature_protocol(x, RING)["modes"] == 1
+    assert coverage.literature_protocol(x, RING)["modes"] == 1
 
 
 def test_literature_protocol_uniform_samples_are_low_quality() -> None:
     """Uniform on [-5, 5]^2: the 8 HQ disks (radius 0.06) cover 0.09% of the box, so ~2 of
     the 2,500 samples are high quality and at most that many modes are hit."""
     x = np.random.default_rng(3).uniform(-5.0, 5.0, size=(2500, 2))
-    out = metrics.literature_protocol(x, RING)
+    out = coverage.literature_protocol(x, RING)
     assert out["hq_percent"] < 1.0 and out["modes"] <= 3, out
 
 
@@ -254,7 +254,7 @@ def test_literature_protocol_high_quality_is_within_three_standard_deviations() 
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     radius = np.repeat([2.99, 3.01], 50)[:, None] * RING_STD
     centres = np.repeat(RING.means[[5, 6]], 50, axis=0)
-    out = metrics.literature_protocol(centres + radius * directions, RING)
+    out = coverage.literature_protocol(centres + radius * directions, RING)
     assert out["hq_percent"] == pytest.approx(50.0)
     assert out["modes"] == 1
 
@@ -264,8 +264,8 @@ def test_literature_protocol_counts_only_the_first_2500_samples() -> None:
     2,500's (1 mode, ~98.9% HQ); counting them all would give 8 modes."""
     first = ring_of([2]).sample(2500, np.random.default_rng(5))[0]
     rest = RING.sample(5000, np.random.default_rng(6))[0]
-    out = metrics.literature_protocol(np.concatenate([first, rest]), RING)
-    assert out == metrics.literature_protocol(first, RING)
+    out = coverage.literature_protocol(np.concatenate([first, rest]), RING)
+    assert out == coverage.literature_protocol(first, RING)
     assert out["n_samples"] == 2500 and out["modes"] == 1
     assert abs(out["hq_percent"] - PERFECT_HQ_PERCENT) < 4 * HQ_SE, out
 

@@ -56,7 +56,8 @@ def metrics() -> dict[str, Any]:
     vae = build_model(cfg, dm).vae
     settings = settings_from_cfg(cfg.analysis, 300, coverage_samples=None)
     # A small perfect-sampler reference: the keys are what matter here, not their precision.
-    cache = {"coverage_reference": coverage_reference(dm.gmm, settings.hq_threshold, 0, n=5000)}
+    cache = {"coverage_reference": coverage_reference(dm.gmm, settings.hq_threshold, 0, n=5000,
+                                                      quantile=settings.hq_quantile)}
     ev = evaluate_model(vae, dm.gmm, dm.x_test, settings, seed=0, cache=cache)
     return json_safe({"checkpoint": "final", "seed": 0, **ev.metrics})
 
@@ -110,15 +111,21 @@ def test_the_documented_check_sees_a_new_key() -> None:
 
 
 def test_numbers_quoted_in_definitions_are_the_codes() -> None:
+    from gmm_vae.analysis import coverage
     from gmm_vae.analysis import metrics as m
     from gmm_vae.config import AnalysisConfig
 
     text = lambda name: BY_NAME[name].definition + " " + BY_NAME[name].ideal  # noqa: E731
     assert f"{m.COLLAPSED_KL}" in text("kl") and f"{m.COLLAPSED_KL}" in text("posterior_collapsed")
     assert f"{m.ACTIVE_UNIT_THRESHOLD}" in text("active_units")
-    assert f"{m.LITERATURE_SAMPLES:,}" in text("lit_modes")
+    assert f"{coverage.LITERATURE_SAMPLES:,}" in text("lit_modes")
+    assert f"within {coverage.LITERATURE_THRESHOLD:g} std" in text("lit_modes")
     assert f"({AnalysisConfig.min_capture})" in text("modes_captured")
-    assert f"distance {AnalysisConfig.hq_threshold:g} (" in text("hq_fraction")
+    assert AnalysisConfig.hq_threshold is None and AnalysisConfig.hq_quantile == 0.99
+    assert f"χ²_D {AnalysisConfig.hq_quantile} quantile" in text("hq_fraction")
+    for dim in (3, 20):
+        assert f"{coverage.hq_radius_sq(dim) ** 0.5:.2f} in {dim}-D" in text("hq_fraction")
+    assert f"{coverage.HQ_QUANTILE} in any D" in text("hq_perfect")
     assert f"{AnalysisConfig.hist_bins}-bin" in text("modes_hist_vae")
 
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from gmm_vae.analysis import plots
 from gmm_vae.analysis.evaluation import EvalSettings, evaluate_model, settings_from_cfg
 from gmm_vae.analysis.registry import ANALYSIS, shown
-from gmm_vae.analysis.report import json_safe, single_threaded_openmp
+from gmm_vae.analysis.report import json_safe, single_threaded
 from gmm_vae.io import atomic_write_text
 from gmm_vae.model.vae import VAE
 from gmm_vae.values import lookup
@@ -137,7 +137,7 @@ class AnalysisCallback(L.Callback):
             return
         epoch, step = trainer.current_epoch + 1, trainer.global_step
         try:
-            with preserved_rng(), single_threaded_openmp():
+            with preserved_rng(), single_threaded():
                 ev = evaluate_model(pl_module.vae, dm.gmm, dm.x_test, self.settings,  # type: ignore
                                     seed=self.seed, cache=self._truth_cache)
         except Exception as exc:

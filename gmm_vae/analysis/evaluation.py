@@ -1,4 +1,4 @@
-"""Apply every instrument of ``metrics.py`` to a trained VAE: one dict, the documented keys.
+"""Apply every instrument of ``metrics.py`` and ``coverage.py`` to a trained VAE: one dict.
 
 Used by the analysis callbacks (small samples, during training) and by ``evaluate.py`` /
 the end of ``train.py`` (the full evaluation written to ``evaluation/``).
@@ -14,8 +14,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from gmm_vae.analysis import metrics, progress
-from gmm_vae.chunks import rows_per_chunk, sample_bytes_per_row
+from gmm_vae.analysis import coverage, metrics, progress
+from gmm_vae.chunks import (
+    affordable,
+    model_draw_work,
+    rows_per_chunk,
+    sample_bytes_per_row,
+    score_work,
+    truth_draw_work,
+)
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.vae import VAE
@@ -33,7 +40,8 @@ class EvalSettings:
     hist_bins: int = AnalysisConfig.hist_bins
     peak_height: float = AnalysisConfig.peak_height
     peak_distance: int = AnalysisConfig.peak_distance
-    hq_threshold: float = AnalysisConfig.hq_threshold
+    hq_quantile: float = AnalysisConfig.hq_quantile
+    hq_threshold: float | None = AnalysisConfig.hq_threshold  # None: the chi2_D quantile
     min_share: float = AnalysisConfig.min_share
     min_capture: float = AnalysisConfig.min_capture
     iwae_samples: int = AnalysisConfig.iwae_samples
@@ -66,7 +74,8 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
         hist_bins=int(analysis.hist_bins),
         peak_height=float(analysis.peak_height),
         peak_distance=int(analysis.peak_distance),
-        hq_threshold=float(analysis.hq_threshold),
+        hq_quantile=float(analysis.hq_quantile),
+        hq_threshold=None if analysis.hq_threshold is None else float(analysis.hq_threshold),
         min_share=float(analysis.min_share),
         min_capture=float(analysis.min_capture),
         iwae_samples=int(analysis.iwae_samples),
@@ -89,8 +98,24 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
 
 
 # Truth samples behind the perfect sampler's reference shares: their noise (~0.0005 in TV for
-# K = 4) is well under any difference between models.
+# K = 4) is well under any difference between models. Fewer where the work budget says so
+# (``chunks.affordable``: 149,000 in 200-D), never fewer than the samples it judges.
 REFERENCE_SAMPLES = 1_000_000
+# The fewest test points an IWAE bound the work budget shrinks keeps (all when fewer).
+MIN_NLL_POINTS = 100
+
+
+def draw_work(model: VAE) -> float:
+    """Multiply-adds of one model sample (``chunks.model_draw_work``)."""
+    return model_draw_work(model.latent_dim, model.data_dim, list(model.hidden_dims),
+                           model.likelihood, model.full_cov)
+
+
+def iwae_work(model: VAE) -> float:
+    """Multiply-adds of one importance sample of the IWAE bound: a decode and a prior
+    density (a test point's ``k`` of them cost ``k`` times as much, as do its ``k`` rows)."""
+    components = model.config.prior_components if model.config.prior == "mog" else 1
+    return draw_work(model) + 2.0 * model.latent_dim * components
 
 
 class CoverageReference(NamedTuple):
@@ -100,11 +125,14 @@ class CoverageReference(NamedTuple):
     median_fraction: float  # share inside the nearest component's median ellipsoid
 
 
-def coverage_reference(gmm: GMM, threshold: float, seed: int = 0,
-                       n: int = REFERENCE_SAMPLES) -> CoverageReference:
-    """A perfect sampler's shares and median-ellipsoid fraction, from ``n`` truth samples."""
+def coverage_reference(gmm: GMM, threshold: float | None = None, seed: int = 0,
+                       n: int = REFERENCE_SAMPLES,
+                       quantile: float = coverage.HQ_QUANTILE) -> CoverageReference:
+    """A perfect sampler's shares and median-ellipsoid fraction, from ``n`` truth samples,
+    under the high-quality rule of ``threshold`` / ``quantile`` (``coverage.hq_radius_sq``)."""
     pts = gmm.sample(n, np.random.default_rng([seed, 96]))[0]
-    cov = metrics.mode_coverage(pts, gmm, threshold)
+    cov = coverage.mode_coverage(pts, gmm, threshold, quantile=quantile)
+    del pts
     return CoverageReference(np.append(cov["shares"], cov["off_mode_share"]),
                              cov["median_fraction"])
 
@@ -154,22 +182,32 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         # the 0.006 level, more than the differences between good models. The extra samples come
         # after the ones above in the same streams, so those stay what they were.
         n_cov = max(settings.n_samples, settings.coverage_samples or 0)
+        # As many as the work budget pays for (all of them up to ~20-D), never fewer than the
+        # samples the other instruments use.
+        n_cov = affordable(n_cov, draw_work(model) + score_work(gmm.n_components, gmm.dim),
+                           floor=settings.n_samples)
         extra = n_cov - settings.n_samples
         cov_samples = samples if not extra else np.concatenate([samples, _sample(model, extra)])
         # The perfect sampler's shares, measured on the truth's own samples (right even where
         # components overlap), from a draw large enough to be a fixed reference.
+        hq_rule = {"threshold": settings.hq_threshold, "quantile": settings.hq_quantile}
+        n_ref = affordable(REFERENCE_SAMPLES, truth_draw_work(gmm.n_components, gmm.dim),
+                           floor=n_cov)
         reference = _memo(cache, "coverage_reference",
-                          lambda: coverage_reference(gmm, settings.hq_threshold, seed))
-        cov = metrics.mode_coverage(cov_samples, gmm, settings.hq_threshold,
-                                    settings.min_capture, *reference)
+                          lambda: coverage_reference(gmm, seed=seed, n=n_ref, **hq_rule))
+        cov = coverage.mode_coverage(cov_samples, gmm, min_capture=settings.min_capture,
+                                     reference=reference.shares,
+                                     reference_median=reference.median_fraction, **hq_rule)
         out["coverage"] = cov
-        out["literature"] = metrics.literature_protocol(cov_samples, gmm, settings.hq_threshold)
+        # The papers' own 3-std rule: a 2-D protocol, compared with published rows.
+        out["literature"] = coverage.literature_protocol(cov_samples, gmm)
 
         def truth_coverage() -> dict[str, Any]:
             # An independent truth draw of the model's size: what a perfect sampler scores here.
             pts = gmm.sample(n_cov, np.random.default_rng([seed, 97]))[0]
-            return {k: v for k, v in metrics.mode_coverage(
-                pts, gmm, settings.hq_threshold, settings.min_capture, *reference).items()
+            return {k: v for k, v in coverage.mode_coverage(
+                pts, gmm, min_capture=settings.min_capture, reference=reference.shares,
+                reference_median=reference.median_fraction, **hq_rule).items()
                 if k in ("modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
                          "median_fraction", "n_samples")}
 
@@ -238,9 +276,12 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         if settings.nll:
             t0 = progress.begin("likelihood (IWAE)")
             xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
+            xt = xt[:affordable(len(xt), iwae_work(model),
+                                floor=MIN_NLL_POINTS)]
             model_lp = model.log_prob(torch.from_numpy(xt), k=settings.iwae_samples)
             out["nll"] = metrics.heldout_nll(model_lp.double().cpu().numpy(), gmm.log_prob(xt))
             out["nll"]["iwae_samples"] = settings.iwae_samples
+            out["nll"]["n_points"] = len(xt)
             timings["nll"] = time.perf_counter() - t0
         out["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         return Evaluation(out, samples, truth, truth_labels)
