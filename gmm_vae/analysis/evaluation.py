@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gmm_vae.analysis import metrics
+from gmm_vae.analysis.c2st import c2st_with_floor
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.vae import VAE
@@ -44,6 +45,7 @@ class EvalSettings:
     clusters: bool = True
     nll: bool = True
     nd_modes: bool = True
+    c2st: bool = AnalysisConfig.c2st  # the final evaluation's; the callbacks turn it off
 
 
 @dataclass
@@ -71,6 +73,7 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
         min_capture=float(analysis.min_capture),
         iwae_samples=int(analysis.iwae_samples),
         coverage_samples=int(analysis.coverage_samples),
+        c2st=bool(analysis.c2st),
     )
     for key, value in overrides.items():
         setattr(s, key, value)
@@ -192,6 +195,12 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
             "sliced_wasserstein_floor": _memo(cache, "sw_floor", floor),
         }
         timings["distance"] = time.perf_counter() - t0
+
+        if settings.c2st:  # a classifier against the truth, and against a second truth draw
+            t0 = time.perf_counter()
+            truth2 = gmm.sample(settings.n_samples, np.random.default_rng([seed, 98]))[0]
+            out["c2st"] = c2st_with_floor(usable, truth, truth2, seed=seed)
+            timings["c2st"] = time.perf_counter() - t0
 
         m = settings.cluster_points
         t0 = time.perf_counter()

@@ -305,6 +305,8 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"  NLL gap {_fmt(gap)} nats/point (model {_fmt(g('nll.model'))}, "
         f"true {_fmt(g('nll.true'))})   sliced W {_fmt(g('distance.sliced_wasserstein'))} "
         f"(floor {_fmt(g('distance.sliced_wasserstein_floor'))})",
+        *([f"  C2ST accuracy {_fmt(g('c2st.accuracy'))} (floor {_fmt(g('c2st.floor'))}; 0.5 = "
+           "indistinguishable from the truth)"] if g("c2st") else []),
         f"  latent: {g('latent.verdict') or 'n/a'}",
         f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {_fmt(g('clusters.k_max'))}), "
         f"points/latent: VAE samples {_fmt(g('clusters.vae_samples.k_data'))}/"
