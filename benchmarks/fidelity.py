@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # a script: runs from a checkout whether or not it is installed
 
 from gmm_vae.analysis.aggregate import group_by_seed  # noqa: E402
-from gmm_vae.analysis.registry import BENCH, shown  # noqa: E402
+from gmm_vae.analysis.registry import BENCH, BY_NAME, shown  # noqa: E402
 from gmm_vae.data.suite import Mixture, mixtures  # noqa: E402
 from gmm_vae.io import atomic_write_text  # noqa: E402
+from gmm_vae.values import parse_cell  # noqa: E402
 
 # 100k samples for everything but coverage (which uses analysis.coverage_samples = 1M).
 EVAL_SAMPLES = 100_000
@@ -68,9 +69,9 @@ def floors_for(name: str, kind: str) -> dict[str, float]:
 
 def floors_met(row: dict, kind: str) -> bool:
     """Every mode captured and every floor of the row's mixture met."""
-    ok = int(_num(row["modes_captured"])) == int(_num(row["n_components"]))
+    ok = int(parse_cell(row["modes_captured"])) == int(parse_cell(row["n_components"]))
     for key, floor in floors_for(row["case"], kind).items():
-        value = float(_num(row[key]))
+        value = float(parse_cell(row[key]))
         ok = ok and (value >= floor if key in ("hq_ratio", "lit_hq") else value <= floor)
     return ok
 
@@ -110,35 +111,25 @@ def row_for(mixture: Mixture, model: str, seed: int, m: dict, wall: float) -> di
     return row
 
 
-def _num(value: Any) -> Any:
-    """CSV strings back to numbers (rows kept by ``--update`` come from the CSV)."""
-    if isinstance(value, str):
-        if value in ("True", "False"):
-            return value == "True"
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            return value
-    return value
-
-
 def aggregate_lines(rows: list[dict]) -> list[str]:
     """Per mixture and model: the seed aggregate (mean ± sd, worst seed) and floors met."""
     jobs = [(f"{r['case']}/{r['model']}/{r['seed']}", {"case": r["case"], "model": r["model"],
-             "seed": str(r["seed"])}, {k: _num(v) for k, v in r.items()}) for r in rows]
-    lines = ["| mixture | model | seeds | modes | floors met | weight error ↓ | NLL gap ↓ | "
-             "HQ ratio (1) | literature modes (worst) | literature HQ % (worst) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "seed": str(r["seed"])}, {k: parse_cell(v) for k, v in r.items()}) for r in rows]
+    shown_stats = ("weights_tv", "nll_gap", "hq_ratio")
+    headers = ["mixture", "model", "seeds", "modes", "floors met",
+               *(BY_NAME[m].header for m in shown_stats),
+               f"{BY_NAME['lit_modes'].label} (worst)", f"{BY_NAME['lit_hq'].label} (worst)"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for g in group_by_seed(jobs):
         members = [r for r in rows if f"{r['case']}/{r['model']}/{r['seed']}" in g.jobs]
         met = sum(r["floors_met"] == "yes" for r in members)
-        lit_modes = min(_num(r["lit_modes"]) for r in members)
-        lit_hq = min(_num(r["lit_hq"]) for r in members)
-        k = _num(members[0]["n_components"])
+        lit_modes = min(parse_cell(r["lit_modes"]) for r in members)
+        lit_hq = min(parse_cell(r["lit_hq"]) for r in members)
+        k = parse_cell(members[0]["n_components"])
         cells = [g.settings["case"], g.settings["model"], str(len(g.jobs)),
                  g.captured_text(), f"{met} of {len(members)}",
                  *(g.stats[m].text(4 if m != "hq_ratio" else 3) if m in g.stats else "n/a"
-                   for m in ("weights_tv", "nll_gap", "hq_ratio")),
+                   for m in shown_stats),
                  f"{lit_modes}/{k}", f"{lit_hq:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

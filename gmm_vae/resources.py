@@ -1,17 +1,11 @@
-"""Memory: what a run will need, what the machine has, and how big an evaluation chunk may be.
+"""The memory policy: what a run will need, and a one-line refusal of one that cannot fit.
 
 A size that cannot fit (``data.n_samples=2000000000``) used to start allocating and swap for
-minutes before dying; an evaluation pass of a large latent with many prior components held
-gigabytes at once. Two jobs live here, both plain arithmetic (no torch, so the config check
-stays fast and runs before anything is allocated):
-
-- ``check_memory`` estimates the peak resident memory of a run from its config and refuses,
-  in one line naming the setting that costs the most, a run that cannot fit in the memory
-  available now (``MemAvailable``, or the cgroup's limit when that is lower).
-- ``rows_per_chunk`` turns a fixed byte budget into a row count for the chunked evaluation
-  passes. The budget is a constant, not a share of the free memory, so the chunks (and with
-  them the order of random draws) are the same on every machine and under any load: the same
-  checkpoint gives the same numbers everywhere.
+minutes before dying. ``check_memory`` estimates the peak resident memory of a run from its
+config and refuses, in one line naming the setting that costs the most, a run that cannot fit
+in the memory available now (``gmm_vae.machine``). Plain arithmetic (no torch), so the config
+check stays fast and runs before anything is allocated; the per-row costs of the chunked
+evaluation passes come from ``gmm_vae.chunks``, the parameter count from ``gmm_vae.shapes``.
 
 The estimate is deliberately simple: a sum over the big arrays with the temporaries that live
 beside them, plus the interpreter with torch and Lightning loaded. ``GMM_VAE_MEMORY_CHECK=0``
@@ -20,74 +14,30 @@ turns the refusal off for a user who knows better (e.g. a machine with ample swa
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from gmm_vae.chunks import (
+    _F32,
+    _F64,
+    _I64,
+    GiB,
+    MiB,
+    coverage_bytes_per_row,
+    iwae_bytes_per_point,
+    rows_per_chunk,
+    sample_bytes_per_row,
+)
 from gmm_vae.errors import ConfigError
-from gmm_vae.shapes import auto_latent_dim, decoder_outputs, lower_outputs, uses_full_covariance
+from gmm_vae.machine import available_bytes
+from gmm_vae.shapes import auto_latent_dim, lower_outputs, param_count, uses_full_covariance
+from gmm_vae.values import lookup
 
-MiB = 2**20
-GiB = 2**30
-
-# Bytes one evaluation pass may hold at once (IWAE, sampling, coverage, prior log-density).
-# Fixed so that chunk sizes, and the random draws that follow them, never depend on the machine.
-EVAL_CHUNK_BYTES = 512 * MiB
-# The mixture prior's (rows, C, L) temporaries: small enough to stay in cache and for the
-# allocator to reuse its blocks (large chunks measured several times slower).
-PRIOR_CHUNK_BYTES = 4 * MiB
 # Python with numpy, torch, Lightning, scikit-learn and openTSNE imported (measured ~0.55 GiB
 # RSS for a debug=tiny run on CPU; rounded up).
 BASE_BYTES = 700 * MiB
 ENV_SWITCH = "GMM_VAE_MEMORY_CHECK"
-
-_F32, _F64, _I64 = 4, 8, 8
-
-
-def rows_per_chunk(bytes_per_row: float, cap: int, budget: int = EVAL_CHUNK_BYTES) -> int:
-    """How many rows of ``bytes_per_row`` fit in ``budget``: at least 1, at most ``cap``.
-
-    ``cap`` is the chunk the code used before budgets existed (4096 IWAE points, 100,000
-    samples, 200,000 coverage rows): at default sizes the budget allows more, so the cap keeps
-    chunks, and therefore random draws and numbers, exactly what they were.
-    """
-    return max(1, min(int(cap), int(budget // max(1.0, float(bytes_per_row)))))
-
-
-def iwae_bytes_per_point(k: int, latent_dim: int, data_dim: int, hidden: list[int],
-                         full_cov: bool = False) -> float:
-    """Bytes one test point costs in the IWAE bound with ``k`` importance samples.
-
-    Per importance sample: z and its noise, the two widest decoder activations alive at once,
-    the decoder's outputs and the point repeated, in float32; with the full-covariance head,
-    its lower-triangle outputs and the two temporaries of whitening. The mixture prior's
-    (C, L) terms are chunked separately (``MixturePrior.log_prob``) and are not counted here.
-    """
-    widest = max(hidden) if hidden else 0
-    lower = 3.0 * lower_outputs(data_dim, full_cov)
-    return k * _F32 * (4.0 * latent_dim + 2.0 * widest + 4.0 * data_dim + 8.0 + lower)
-
-
-def sample_bytes_per_row(latent_dim: int, data_dim: int, hidden: list[int],
-                         full_cov: bool = False) -> float:
-    """Bytes one model sample costs while it is drawn (float32 activations, float64 copy);
-    the full-covariance head adds its lower-triangle outputs and two (D, D) factors."""
-    widest = max(hidden) if hidden else 0
-    lower = lower_outputs(data_dim, full_cov) + (2.0 * data_dim**2 if full_cov else 0.0)
-    return (_F32 * (3.0 * latent_dim + 2.0 * widest + 6.0 * data_dim + 4.0 + lower)
-            + _F64 * data_dim)
-
-
-def mixture_log_prob_bytes_per_row(n_components: int, latent_dim: int) -> float:
-    """Bytes per latent point of a diagonal-mixture log-density: about four (C, L) temporaries."""
-    return 4.0 * _F32 * n_components * latent_dim + 2.0 * _F32 * n_components
-
-
-def coverage_bytes_per_row(n_components: int, dim: int) -> float:
-    """Bytes per sample of one coverage chunk: the (N, K) distances and a (D, N) solve."""
-    return _F64 * (2.0 * n_components + 3.0 * dim)
 
 
 @dataclass
@@ -112,22 +62,6 @@ def _spec_shape(spec_path: str) -> tuple[int, int] | None:
         return len(raw["means"]), len(raw["means"][0])
     except Exception:  # malformed specs get their one-line error from GMM.from_yaml
         return None
-
-
-def _param_count(data_dim: int, latent_dim: int, hidden: list[int], likelihood: str,
-                 prior: str, prior_components: int, flow_hidden: int,
-                 flow_transforms: int, full_cov: bool = False) -> int:
-    def mlp(sizes: list[int]) -> int:
-        return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
-
-    out = decoder_outputs(data_dim, likelihood, full_cov)
-    n = mlp([data_dim, *hidden, 2 * latent_dim]) + mlp([latent_dim, *reversed(hidden), out])
-    if prior == "mog":
-        n += prior_components * (2 * latent_dim + 1)
-    elif prior == "flow":
-        # zuko NSF: per transform an MLP (L -> h -> h -> L * (3 * bins - 1)), bins = 8.
-        n += flow_transforms * mlp([latent_dim, flow_hidden, flow_hidden, latent_dim * 23])
-    return n
 
 
 def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
@@ -157,7 +91,7 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
     for key in ("n_val", "n_test"):
         parts[f"data.{key}"] = int(data[key]) * (d * (_F64 * 2 + _F32) + _I64)
     def params_with(latent_units: int) -> int:
-        return _param_count(d, latent_units, hidden, str(model.likelihood), str(model.prior),
+        return param_count(d, latent_units, hidden, str(model.likelihood), str(model.prior),
                             int(model.prior_components), int(model.flow_hidden),
                             int(model.flow_transforms), full_cov)
 
@@ -192,42 +126,7 @@ def estimate_run(cfg: Any, dim: int | None = None) -> Estimate:
     return Estimate(total=int(total), parts=parts)
 
 
-def available_bytes() -> int | None:
-    """Memory a new allocation can use now: MemAvailable, capped by a cgroup limit; None if
-    unknown (then nothing is refused)."""
-    avail: int | None = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-                break
-    except (OSError, ValueError, IndexError):
-        avail = None
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, AttributeError):
-            avail = None
-    limit = _cgroup_room()
-    if limit is not None:
-        avail = limit if avail is None else min(avail, limit)
-    return avail
-
-
-def _cgroup_room() -> int | None:
-    """Bytes left under a cgroup v2 memory limit, or None without one."""
-    base = Path("/sys/fs/cgroup")
-    try:
-        raw = (base / "memory.max").read_text().strip()
-        if raw == "max":
-            return None
-        used = int((base / "memory.current").read_text().strip())
-        return max(0, int(raw) - used)
-    except (OSError, ValueError):
-        return None
-
-
-def _fmt(n: int) -> str:
+def _size(n: int) -> str:
     return f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / MiB:.0f} MiB"
 
 
@@ -247,19 +146,19 @@ def check_memory(cfg: Any, dim: int | None = None, available: int | None = None)
     if part == "evaluation chunk":  # a fixed cost; only a tiny machine gets here
         raise ConfigError(
             f"analysis.evaluate_at_end: the final evaluation does not fit in the memory "
-            f"available: this run needs about {_fmt(estimate.total)} "
-            f"({_fmt(estimate.parts[part])} of it for one evaluation chunk), {_fmt(avail)} is "
+            f"available: this run needs about {_size(estimate.total)} "
+            f"({_size(estimate.parts[part])} of it for one evaluation chunk), {_size(avail)} is "
             f"free; set analysis.evaluate_at_end=false or {ENV_SWITCH}=0 to try anyway")
     raise ConfigError(
         f"{part} is too large for the memory available: this run needs about "
-        f"{_fmt(estimate.total)} ({_fmt(estimate.parts[part])} of it for {part}), "
-        f"{_fmt(avail)} is free; lower {part} or set {ENV_SWITCH}=0 to try anyway "
-        f"(got {_select(cfg, part)})"
+        f"{_size(estimate.total)} ({_size(estimate.parts[part])} of it for {part}), "
+        f"{_size(avail)} is free; lower {part} or set {ENV_SWITCH}=0 to try anyway "
+        f"(got {_setting(cfg, part)})"
     )
 
 
-def _select(cfg: Any, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return list(node) if not isinstance(node, str | int | float | bool) else node
+
+def _setting(cfg: Any, key: str) -> Any:
+    """The value of the setting a refusal names, as the user wrote it (a list for a list)."""
+    value = lookup(cfg, key)
+    return value if isinstance(value, str | int | float | bool) else list(value)

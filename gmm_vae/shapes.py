@@ -7,6 +7,8 @@ place would size memory for a model that is not the one trained).
 
 from __future__ import annotations
 
+import itertools
+
 # Bounds on the decoder's log-variance: below, the likelihood can blow up on a single point;
 # above, the decoder could explain everything as noise.
 MIN_LOG_VAR, MAX_LOG_VAR = -12.0, 6.0
@@ -38,3 +40,21 @@ def decoder_outputs(data_dim: int, likelihood: str, full_cov: bool) -> int:
     full-covariance head's lower-triangle entries."""
     out = 2 * data_dim if likelihood == "gaussian" else data_dim
     return out + lower_outputs(data_dim, full_cov)
+
+
+def param_count(data_dim: int, latent_dim: int, hidden: list[int], likelihood: str,
+                prior: str, prior_components: int, flow_hidden: int,
+                flow_transforms: int, full_cov: bool = False) -> int:
+    """Trainable parameters of the VAE with its prior: what the memory estimate books for the
+    weights, their gradients and Adam's moments."""
+    def mlp(sizes: list[int]) -> int:
+        return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+
+    out = decoder_outputs(data_dim, likelihood, full_cov)
+    n = mlp([data_dim, *hidden, 2 * latent_dim]) + mlp([latent_dim, *reversed(hidden), out])
+    if prior == "mog":
+        n += prior_components * (2 * latent_dim + 1)
+    elif prior == "flow":
+        # zuko NSF: per transform an MLP (L -> h -> h -> L * (3 * bins - 1)), bins = 8.
+        n += flow_transforms * mlp([latent_dim, flow_hidden, flow_hidden, latent_dim * 23])
+    return n

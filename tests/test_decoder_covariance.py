@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 
-from gmm_vae import resources, shapes
+from gmm_vae import chunks, shapes
 from gmm_vae.model.losses import row_selector, tril_index, unwhiten, whiten
 from gmm_vae.model.vae import VAE
 
@@ -167,9 +167,9 @@ def test_full_head_learns_thin_rotated_components_the_diagonal_head_rounds() -> 
 def test_memory_estimates_count_the_lower_triangle() -> None:
     hidden = [128, 128]
     assert shapes.lower_outputs(10, True) == 45 and shapes.lower_outputs(10, False) == 0
-    diag = resources.sample_bytes_per_row(100, 100, hidden)
-    full = resources.sample_bytes_per_row(100, 100, hidden, full_cov=True)
+    diag = chunks.sample_bytes_per_row(100, 100, hidden)
+    full = chunks.sample_bytes_per_row(100, 100, hidden, full_cov=True)
     assert full - diag >= 2 * 100 * 100 * 4  # two float32 (D, D) factors per sample
-    assert resources.rows_per_chunk(full, 100_000) < resources.rows_per_chunk(diag, 100_000)
-    assert resources.iwae_bytes_per_point(64, 3, 3, hidden, True) > \
-        resources.iwae_bytes_per_point(64, 3, 3, hidden)
+    assert chunks.rows_per_chunk(full, 100_000) < chunks.rows_per_chunk(diag, 100_000)
+    assert chunks.iwae_bytes_per_point(64, 3, 3, hidden, True) > \
+        chunks.iwae_bytes_per_point(64, 3, 3, hidden)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gmm_vae import resources
+from gmm_vae import chunks, machine, resources
 from gmm_vae.config import SEED_MAX, validate
 from gmm_vae.errors import ConfigError
 from gmm_vae.model.priors import MixturePrior
@@ -61,22 +61,22 @@ def test_available_memory_is_mem_available_capped_by_the_cgroup_room(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Known answers on a fake /proc and /sys: MemAvailable (kB, not MemFree), and under a
     cgroup v2 limit the room left below it when that is less."""
-    monkeypatch.setattr(resources, "Path", lambda p: tmp_path / str(p).lstrip("/"))
+    monkeypatch.setattr(machine, "Path", lambda p: tmp_path / str(p).lstrip("/"))
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "meminfo").write_text(
         "MemTotal:       16000000 kB\nMemFree:          100000 kB\n"
         "MemAvailable:    3145728 kB\n")
-    assert resources.available_bytes() == 3 * resources.GiB  # no cgroup files
+    assert machine.available_bytes() == 3 * resources.GiB  # no cgroup files
     cgroup = tmp_path / "sys" / "fs" / "cgroup"
     cgroup.mkdir(parents=True)
     (cgroup / "memory.max").write_text("max\n")
     (cgroup / "memory.current").write_text(f"{resources.GiB}\n")
-    assert resources.available_bytes() == 3 * resources.GiB  # no limit
+    assert machine.available_bytes() == 3 * resources.GiB  # no limit
     (cgroup / "memory.max").write_text(f"{4 * resources.GiB}\n")
     (cgroup / "memory.current").write_text(f"{3 * resources.GiB}\n")
-    assert resources.available_bytes() == resources.GiB  # the limit is the tighter
+    assert machine.available_bytes() == resources.GiB  # the limit is the tighter
     (cgroup / "memory.max").write_text(f"{8 * resources.GiB}\n")
-    assert resources.available_bytes() == 3 * resources.GiB  # the machine is the tighter
+    assert machine.available_bytes() == 3 * resources.GiB  # the machine is the tighter
 
 
 @pytest.mark.parametrize("override", ["seed=-1", "data.seed=-1", f"seed={SEED_MAX + 1}",
@@ -128,16 +128,16 @@ def test_the_chunked_mixture_log_density_is_the_same_bit_for_bit(
 def test_default_sizes_keep_their_chunks_so_random_draws_do_not_move() -> None:
     """The chunks before budgets existed: 4096 IWAE points, 100,000 samples, 200,000 rows."""
     hidden = [128, 128]
-    assert resources.rows_per_chunk(resources.iwae_bytes_per_point(64, 2, 3, hidden), 4096) \
+    assert chunks.rows_per_chunk(chunks.iwae_bytes_per_point(64, 2, 3, hidden), 4096) \
         == 4096
-    assert resources.rows_per_chunk(resources.sample_bytes_per_row(2, 3, hidden), 100_000) \
+    assert chunks.rows_per_chunk(chunks.sample_bytes_per_row(2, 3, hidden), 100_000) \
         == 100_000
-    assert resources.rows_per_chunk(resources.coverage_bytes_per_row(4, 3), 200_000) == 200_000
+    assert chunks.rows_per_chunk(chunks.coverage_bytes_per_row(4, 3), 200_000) == 200_000
     # A latent of 50 with 64 importance samples still fits whole chunks, a huge decoder not.
-    assert resources.rows_per_chunk(resources.iwae_bytes_per_point(64, 50, 3, hidden), 4096) \
+    assert chunks.rows_per_chunk(chunks.iwae_bytes_per_point(64, 50, 3, hidden), 4096) \
         == 4096
-    assert resources.rows_per_chunk(
-        resources.iwae_bytes_per_point(64, 2, 3, [8192, 8192]), 4096) < 4096
+    assert chunks.rows_per_chunk(
+        chunks.iwae_bytes_per_point(64, 2, 3, [8192, 8192]), 4096) < 4096
 
 
 # IWAE passes in a fresh interpreter: each one's chunk estimate and the rise of the peak resident
@@ -146,7 +146,7 @@ _MEASURE_IWAE = """
 import gc, json, sys
 import torch
 from gmm_vae.model import vae as model_mod
-from gmm_vae import resources
+from gmm_vae import chunks, machine, resources
 from gmm_vae.model.vae import VAE
 
 def status(key):
@@ -159,7 +159,7 @@ def measure(budget, n, hidden=(256, 256)):
                 prior_components=64, decoder_covariance="full").eval()
     x = torch.randn(n, 3)
     model.log_prob(x[:8], k=64)  # kernels and allocator warmed up before the baseline
-    per_point = resources.iwae_bytes_per_point(64, 2, 3, list(hidden), model.full_cov)
+    per_point = chunks.iwae_bytes_per_point(64, 2, 3, list(hidden), model.full_cov)
     gc.collect()
     base = status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
@@ -191,7 +191,7 @@ def test_an_iwae_pass_holds_about_what_its_chunk_estimate_says() -> None:
     (measured x6.5 on the four chunks), or ignored the budget (x3.0), would hold several times
     more; an estimate that forgot a term (the k importance samples, the decoder width) or
     counted one twice, far less or far more."""
-    cases = [(resources.EVAL_CHUNK_BYTES, 1500), (128 * resources.MiB, 3000)]
+    cases = [(chunks.EVAL_CHUNK_BYTES, 1500), (128 * chunks.MiB, 3000)]
     proc = subprocess.run([sys.executable, "-c", _MEASURE_IWAE,
                            *(str(v) for case in cases for v in case)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
@@ -234,9 +234,9 @@ def test_a_latent_of_50_is_evaluated_in_memory_bounded_chunks(monkeypatch) -> No
     # The pass asked for chunks sized by this model's own terms (a latent of 50, not the
     # data's 3), one chunk of all 300 points; its prior term took the chunked path: the
     # 19,200 latent points in 81-row pieces, never (19200, 64, 50) values at once.
-    per_point = resources.iwae_bytes_per_point(64, 50, 3, [32, 32], model.full_cov)
+    per_point = chunks.iwae_bytes_per_point(64, 50, 3, [32, 32], model.full_cov)
     assert asked["model"] == [(per_point, 4096, 4096)]
-    assert asked["prior"] == [(resources.mixture_log_prob_bytes_per_row(64, 50), 19200, 81)]
+    assert asked["prior"] == [(chunks.mixture_log_prob_bytes_per_row(64, 50), 19200, 81)]
     # The same numbers as the unchunked density gives, bit for bit, on the same draws.
     monkeypatch.setattr(model.prior, "log_prob", lambda z: model.prior._components().log_prob(z))
     torch.manual_seed(1)

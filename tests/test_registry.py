@@ -150,6 +150,21 @@ def test_glossary_documents_every_metric_once() -> None:
         assert f"`{m.key}`" in row or f"`.{leaf}`" in row, (m.name, row)
 
 
+def test_no_page_keeps_a_second_metric_table() -> None:
+    """The glossary is the one table of definitions: a docs page (or a second README table)
+    whose rows open on metric keys would be a copy that drifts from the registry."""
+    keys = {m.key for m in METRICS}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    copies = []
+    for page in pages:
+        rows = [line for line in page.read_text().splitlines() if line.startswith("| `")]
+        defining = [r for r in rows if r.split("`")[1] in keys]
+        if page.name == "README.md":
+            defining = [r for r in defining if r + "\n" not in glossary_markdown()]
+        copies += [f"{page.relative_to(ROOT)}: {r[:60]}" for r in defining]
+    assert not copies, "metric definitions outside the registry's glossary:\n" + "\n".join(copies)
+
+
 def test_cli_prints_the_glossary(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "gmm_vae.analysis.registry", "--markdown"],
                           cwd=tmp_path,

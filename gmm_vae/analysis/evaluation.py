@@ -16,10 +16,10 @@ import torch
 
 from gmm_vae.analysis import metrics
 from gmm_vae.analysis.c2st import c2st_with_floor
+from gmm_vae.chunks import rows_per_chunk, sample_bytes_per_row
 from gmm_vae.config import AnalysisConfig
 from gmm_vae.data.gmm import GMM
 from gmm_vae.model.vae import VAE
-from gmm_vae.resources import rows_per_chunk, sample_bytes_per_row
 
 
 @dataclass

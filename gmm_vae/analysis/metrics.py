@@ -16,8 +16,8 @@ import numpy as np
 from scipy.signal import find_peaks
 from scipy.stats import chi2
 
+from gmm_vae.chunks import coverage_bytes_per_row, rows_per_chunk
 from gmm_vae.data.gmm import GMM
-from gmm_vae.resources import coverage_bytes_per_row, rows_per_chunk
 
 # ---------------------------------------------------------------------------------- clusters
 

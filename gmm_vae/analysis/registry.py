@@ -20,8 +20,8 @@ the metric it belongs to: the glossary documents it in that metric's row. Keys t
 rather than measures (settings, sample counts, per-component vectors) are in ``DETAILS``, so a
 key new to ``metrics.json`` is documented somewhere or a test says where it is missing.
 
-Only the standard library: this is the lowest layer, imported by the summary, the report, the
-callbacks and the benchmarks alike.
+Only the standard library (and ``gmm_vae.values``): the lowest layer of the analysis, imported
+by the summary, the report, the callbacks and the benchmarks alike.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from enum import Enum, Flag, auto
 from itertools import pairwise
 from typing import Any
+
+from gmm_vae.values import lookup, md_cell
 
 METRICS_FILE, STATUS_FILE = "metrics.json", "status.json"
 
@@ -74,7 +76,9 @@ class Metric:
     what else to know when reading it. ``beside``: names of the values it is read beside (the
     first is the pair shown with a study instrument); ``out_of``: the name of its denominator
     (``3 / 4``); ``part_of``: the metric whose glossary row documents it. ``bench``: its column
-    in fidelity_runs.csv, when the benchmark's name predates the registry.
+    in fidelity_runs.csv, when the benchmark's name predates the registry. ``target``: the
+    value seeds are judged against when aggregated (the worst seed is the farthest from it);
+    None for a metric that is not aggregated.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Metric:
     part_of: str | None = None
     bench: str | None = None
     source: str = METRICS_FILE
+    target: float | None = None
 
     @property
     def column(self) -> str:
@@ -135,16 +140,6 @@ class Metric:
         return "; ".join(part for part in (self.definition, self.range_text) if part)
 
 
-def lookup(tree: Any, key: str) -> Any:
-    """``tree["a"]["b"]`` for ``key="a.b"``, or None when any part is missing."""
-    node = tree
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 _PERFECT = "a perfect sampler's {} at this sample size (fresh truth samples)"
 
 # In the order of summary.csv's columns; a value read beside a metric follows it.
@@ -178,7 +173,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("hq_ratio", "coverage.hq_ratio", "HQ ratio",
            "the high-quality share over a perfect sampler's (`hq_fraction` / `hq_perfect`)",
            "≥ 0", CLOSER, ideal="1", note="above: too concentrated, below: samples off-mode",
-           shown=CSV | HEADLINE | HPARAMS | BENCH),
+           shown=CSV | HEADLINE | HPARAMS | BENCH, target=1.0),
     Metric("median_fraction", "coverage.median_fraction", "median-ellipsoid fraction",
            "share of samples inside their nearest component's median (χ²_D) ellipsoid",
            "0..1", CLOSER, note="above: too concentrated, below: too diffuse",
@@ -194,7 +189,7 @@ METRICS: tuple[Metric, ...] = (
            "samples nearest it; plus one off-mode bin) and a perfect sampler's shares",
            "0..1", LOWER, ideal="0", note="a collapsed model ≈ 1", digits=4,
            beside=("weights_tv_perfect",),
-           shown=CSV | HEADLINE | HPARAMS | ANALYSIS | BENCH | REPORT),
+           shown=CSV | HEADLINE | HPARAMS | ANALYSIS | BENCH | REPORT, target=0.0),
     Metric("weights_tv_hq", "coverage.weights_tv_hq", "weight error among HQ samples",
            "secondary: TV between the true weights and the shares of the high-quality samples "
            "alone, blind to off-mode samples", "0..1", LOWER, ideal="0",
@@ -234,12 +229,12 @@ METRICS: tuple[Metric, ...] = (
            "held-out NLL of the model minus that of the true density (`nll.model` \u2212 "
            "`nll.true`), nats per point", "≥ 0 in expectation", LOWER, ideal="0",
            note="0 is perfect",
-           shown=CSV | HEADLINE | HPARAMS | ANALYSIS | BENCH | REPORT),
+           shown=CSV | HEADLINE | HPARAMS | ANALYSIS | BENCH | REPORT, target=0.0),
     Metric("sliced_wasserstein", "distance.sliced_wasserstein", "sliced Wasserstein",
            "sliced 2-Wasserstein distance between VAE and true samples, data units",
            "≥ 0", LOWER, note="a perfect sampler scores the floor, not 0",
            beside=("sliced_wasserstein_floor",),
-           shown=CSV | HEADLINE | ANALYSIS | BENCH | REPORT),
+           shown=CSV | HEADLINE | ANALYSIS | BENCH | REPORT, target=0.0),
     Metric("sliced_wasserstein_floor", "distance.sliced_wasserstein_floor", "floor",
            "the same distance between two truth samples of that size",
            part_of="sliced_wasserstein"),
@@ -248,7 +243,7 @@ METRICS: tuple[Metric, ...] = (
            "MLP telling the samples from as many true samples", "0..1", CLOSER, ideal="0.5",
            note="0.5 = indistinguishable, 1 = every sample told apart; a perfect sampler "
                 "scores the floor",
-           beside=("c2st_floor",), shown=CSV | HEADLINE | HPARAMS | REPORT),
+           beside=("c2st_floor",), shown=CSV | HEADLINE | HPARAMS | REPORT, target=0.5),
     Metric("c2st_floor", "c2st.floor", "floor",
            "the same test between two independent truth samples of that size, its noise floor",
            part_of="c2st", shown=CSV),
@@ -365,11 +360,6 @@ def documented(key: str) -> bool:
     """Whether a key of metrics.json is a registered metric or a listed detail."""
     return any(key == m.key for m in METRICS) or any(
         key == d or key.startswith(d + ".") for d in DETAILS)
-
-
-def md_cell(text: str) -> str:
-    """Text safe inside a markdown table cell (a pipe or newline would break the row)."""
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _relative(key: str, base: str, dot: str = "") -> str:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig
 
-from gmm_vae.analysis.registry import BY_NAME, REPORT, STUDY, Metric, lookup, md_cell, shown
+from gmm_vae.analysis.registry import BY_NAME, REPORT, STUDY, Metric, shown
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from gmm_vae.values import fmt, lookup, md_cell
 
 if TYPE_CHECKING:
 
@@ -79,21 +80,6 @@ def single_threaded_openmp() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="openmp"):
         yield
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    """A number for a table: ``n/a`` when missing or not finite, ints as ints."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    if isinstance(value, float | np.floating):
-        return f"{float(value):.{digits}f}" if math.isfinite(value) else "n/a"
-    if isinstance(value, list | tuple):
-        return ", ".join(_fmt(v, digits) for v in value)
-    return str(value)
 
 
 def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
@@ -166,10 +152,10 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
 
 def _value(metric: Metric, metrics: dict[str, Any]) -> str:
     """A metric's value as the report shows it: ``3 / 4`` where it has a denominator."""
-    text = _fmt(metric.read(metrics), metric.digits)
+    text = fmt(metric.read(metrics), metric.digits)
     if metric.out_of:
         total = BY_NAME[metric.out_of]
-        text += f" / {_fmt(total.read(metrics), total.digits)}"
+        text += f" / {fmt(total.read(metrics), total.digits)}"
     return text
 
 
@@ -215,15 +201,15 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
         f"{run_title(cfg)}.",
         "",
         f"Run `{run_dir}`, checkpoint `{metrics.get('checkpoint')}`, seed {metrics.get('seed')}: "
-        f"{_fmt(n)} VAE samples against {_fmt(n)} fresh samples of the true mixture "
+        f"{fmt(n)} VAE samples against {fmt(n)} fresh samples of the true mixture "
         f"([`gmm.yaml`](../gmm.yaml)). Links are relative to this report.",
         "",
         *_collapse_banner(metrics),
         "## The study's instruments",
         "",
-        f"Computed as the study did, on the first {_fmt(min(int(a.n_samples), int(n or 0)))} "
+        f"Computed as the study did, on the first {fmt(min(int(a.n_samples), int(n or 0)))} "
         f"samples of each set: the cluster count k by {criterion} (k up to "
-        f"{_fmt(g('clusters.k_max'))}), and peaks of a "
+        f"{fmt(g('clusters.k_max'))}), and peaks of a "
         f"{a.hist_bins}-bin density histogram. They undercount modes that overlap in a "
         "projection, so read them beside the ground-truth column, not as absolute counts.",
         "",
@@ -253,10 +239,10 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path) -> st
             cap = captured[i] if captured and i < len(captured) else None
             r = ref[i] if i < len(ref) else None
             q = ratio[i] if i < len(ratio) else None
-            lines.append(f"| {i} | {_fmt(w)} | {_fmt(share, 4)} | {_fmt(r, 4)} | {_fmt(q)} | "
+            lines.append(f"| {i} | {fmt(w)} | {fmt(share, 4)} | {fmt(r, 4)} | {fmt(q)} | "
                          f"{'yes' if cap else 'no' if cap is not None else 'n/a'} |")
-        lines.append(f"| off-mode | | {_fmt(g('coverage.off_mode_share'), 4)} | "
-                     f"{_fmt(1 - sum(ref), 4) if ref else 'n/a'} | | |")
+        lines.append(f"| off-mode | | {fmt(g('coverage.off_mode_share'), 4)} | "
+                     f"{fmt(1 - sum(ref), 4) if ref else 'n/a'} | | |")
     lines += [
         "",
         "## Figures",
@@ -291,27 +277,31 @@ def _true_weights(run_dir: Path) -> list[float] | None:
 
 
 def format_summary(metrics: dict[str, Any]) -> str:
-    """The few lines printed when an evaluation ends: coverage, NLL, latent use, the study's k."""
+    """The few lines printed when an evaluation ends: coverage, NLL, latent use, the study's k.
+
+    Each value is read and rounded as the registry defines it; the words are short labels of
+    a console line (the registry's full labels head the report's tables).
+    """
     g = lambda path: lookup(metrics, path)  # noqa: E731
-    gap = g("nll.gap")
+
+    def v(name: str) -> str:
+        metric = BY_NAME[name]
+        return fmt(metric.read(metrics), metric.digits)
+
     lines = [
         f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
-        f"{_fmt(g('n_samples'))} samples, coverage on {_fmt(g('coverage.n_samples'))}, "
-        f"seed {_fmt(metrics.get('seed'))}):",
-        f"  modes captured {_fmt(g('coverage.modes_captured'))}/"
-        f"{_fmt(g('coverage.n_components'))}   weight error "
-        f"{_fmt(g('coverage.weights_tv'), 4)}   HQ share {_fmt(g('coverage.hq_fraction'))} "
-        f"(perfect {_fmt(g('coverage.hq_perfect'))})",
-        f"  NLL gap {_fmt(gap)} nats/point (model {_fmt(g('nll.model'))}, "
-        f"true {_fmt(g('nll.true'))})   sliced W {_fmt(g('distance.sliced_wasserstein'))} "
-        f"(floor {_fmt(g('distance.sliced_wasserstein_floor'))})",
-        *([f"  C2ST accuracy {_fmt(g('c2st.accuracy'))} (floor {_fmt(g('c2st.floor'))}; 0.5 = "
-           "indistinguishable from the truth)"] if g("c2st") else []),
+        f"{fmt(g('n_samples'))} samples, coverage on {fmt(g('coverage.n_samples'))}, "
+        f"seed {fmt(metrics.get('seed'))}):",
+        f"  modes captured {v('modes_captured')}/{v('n_components')}   weight error "
+        f"{v('weights_tv')}   HQ share {v('hq_fraction')} (perfect {v('hq_perfect')})",
+        f"  NLL gap {v('nll_gap')} nats/point (model {v('nll_model')}, true {v('nll_true')})"
+        f"   sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
+        *([f"  C2ST accuracy {v('c2st')} (floor {v('c2st_floor')}; 0.5 = indistinguishable "
+           "from the truth)"] if g("c2st") else []),
         f"  latent: {g('latent.verdict') or 'n/a'}",
-        f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {_fmt(g('clusters.k_max'))}), "
-        f"points/latent: VAE samples {_fmt(g('clusters.vae_samples.k_data'))}/"
-        f"{_fmt(g('clusters.vae_samples.k_latent'))}, ground truth "
-        f"{_fmt(g('clusters.ground_truth.k_data'))}/{_fmt(g('clusters.ground_truth.k_latent'))}",
+        f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {fmt(g('clusters.k_max'))}), "
+        f"points/latent: VAE samples {v('k_data_vae')}/{v('k_latent_vae')}, ground truth "
+        f"{v('k_data_truth')}/{v('k_latent_truth')}",
     ]
     if g("latent.collapsed"):
         lines.insert(1, "  WARNING: POSTERIOR COLLAPSE: the model ignores its latent code and "

@@ -17,9 +17,9 @@ import yaml
 from scipy.special import logsumexp
 from scipy.stats import special_ortho_group
 
+from gmm_vae.chunks import rows_per_chunk
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_write_text
-from gmm_vae.resources import rows_per_chunk
 
 # Covariances must be numerically SPD: the smallest eigenvalue relative to the largest.
 _SPD_RTOL = 1e-10

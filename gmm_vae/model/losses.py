@@ -76,7 +76,7 @@ def whiten(x: torch.Tensor, mean: torch.Tensor, lower: torch.Tensor | None,
 def unwhiten(noise: torch.Tensor, lower: torch.Tensor | None) -> torch.Tensor:
     """``P^{-1} noise``: turns ``sigma * eps`` into a draw of p(x|z)'s noise (``whiten``'s P).
 
-    Builds the (N, D, D) factor: callers chunk N (``resources.sample_bytes_per_row``).
+    Builds the (N, D, D) factor: callers chunk N (``chunks.sample_bytes_per_row``).
     """
     if lower is None:
         return noise

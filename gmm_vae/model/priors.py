@@ -12,7 +12,7 @@ import torch
 import zuko
 from torch import nn
 
-from gmm_vae.resources import PRIOR_CHUNK_BYTES, mixture_log_prob_bytes_per_row, rows_per_chunk
+from gmm_vae.chunks import PRIOR_CHUNK_BYTES, mixture_log_prob_bytes_per_row, rows_per_chunk
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

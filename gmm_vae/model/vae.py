@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gmm_vae.chunks import iwae_bytes_per_point, rows_per_chunk
 from gmm_vae.model.losses import (
     gaussian_log_likelihood,
     gaussian_log_likelihood_per_dim,
@@ -33,7 +34,6 @@ from gmm_vae.model.losses import (
     whiten,
 )
 from gmm_vae.model.priors import build_prior
-from gmm_vae.resources import iwae_bytes_per_point, rows_per_chunk
 from gmm_vae.shapes import MAX_LOG_VAR, MIN_LOG_VAR, decoder_outputs, uses_full_covariance
 
 # Points whose posterior samples the mixture prior is refitted to (EM cost grows with them).

@@ -32,6 +32,7 @@ from gmm_vae.runs import rundir
 from gmm_vae.runs.callbacks import AtomicCheckpointIO, build_callbacks
 from gmm_vae.runs.interrupts import SignalWatch, StopOnSignal
 from gmm_vae.runs.resume import check_extension, explicit_overrides
+from gmm_vae.values import fmt as fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +325,7 @@ def print_summary(run_dir: Path, metrics: dict[str, float], wall: float, epochs:
     """
 
     def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.4f}"
+        return fmt_value(metrics.get(key), 4)
 
     lines = [
         "",

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gmm_vae.runs.sweep_jobs import JobRow, as_number, finite_number, override_keys, varying_keys
+from gmm_vae.runs.sweep_jobs import JobRow, override_keys, varying_keys
+from gmm_vae.values import finite_number
 
 MODES_FIGURE = "summary_modes.png"
 NLL_GAP_FIGURE = "summary_nll_gap.png"
@@ -24,7 +25,7 @@ def figure_axes(rows: Sequence[JobRow]) -> tuple[str, str | None] | None:
     first other varying override (one line per value). None when no numeric override varies."""
     varying = varying_keys(rows)
     numeric = [k for k in varying
-               if all(as_number(r.overrides.get(k)) is not None for r in rows)]
+               if all(finite_number(r.overrides.get(k)) is not None for r in rows)]
     if not numeric:
         return None
     x_key = numeric[0]
@@ -51,7 +52,7 @@ def plot_metric(rows: Sequence[JobRow], metric: str, x_key: str, group_key: str 
     points: dict[str | None, dict[float, list[float]]] = {}
     for r in rows:
         y = finite_number(r.metrics.get(metric))
-        x = as_number(r.overrides.get(x_key))
+        x = finite_number(r.overrides.get(x_key))
         if y is None or x is None:
             continue
         group = r.overrides.get(group_key, "") if group_key else None
@@ -61,7 +62,7 @@ def plot_metric(rows: Sequence[JobRow], metric: str, x_key: str, group_key: str 
 
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
-    groups = sorted(points, key=lambda g: (as_number(g) is None, as_number(g) or 0.0,
+    groups = sorted(points, key=lambda g: (finite_number(g) is None, finite_number(g) or 0.0,
                                            str(g)))
     colours = colormaps["viridis"]
     for i, group in enumerate(groups):

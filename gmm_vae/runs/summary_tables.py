@@ -25,11 +25,10 @@ from gmm_vae.runs.sweep_jobs import (
     METRIC_PATHS,
     UNFINISHED,
     JobRow,
-    as_number,
-    finite_number,
     override_keys,
     varying_keys,
 )
+from gmm_vae.values import finite_number, fmt, md_cell
 
 OPTUNA_RESULTS = "optimization_results.yaml"
 
@@ -66,31 +65,17 @@ def render_csv(rows: Sequence[JobRow]) -> str:
     return buf.getvalue()
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    number = finite_number(value)
-    if number is None:
-        return "n/a"
-    if isinstance(value, int) or digits == 0:
-        return str(round(number))
-    return f"{number:.{digits}f}"
-
-
 def _pair(a: Any, b: Any) -> str:
-    return "n/a" if a is None and b is None else f"{_fmt(a, 0)} / {_fmt(b, 0)}"
+    return "n/a" if a is None and b is None else f"{fmt(a, 0)} / {fmt(b, 0)}"
 
 
 def _md_override(text: str) -> str:
     """An override value for the table: a float an Optuna trial drew (0.0007536062461086747)
     is shown to 4 significant digits; the CSV keeps it exact."""
-    number = as_number(text)
+    number = finite_number(text)
     if number is None or not any(c in text for c in ".eE") or len(text) <= 8:
         return text
     return f"{number:.4g}"
-
-
-def _md_escape(text: str) -> str:
-    """Text safe inside a markdown table cell (pipes and newlines would break the row)."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
@@ -120,7 +105,7 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
     headers = ["job", *varying, "status",
                *(f"{h.label} VAE / truth" if STUDY in h.shown else h.header for h in headline),
                "wall (s)"]
-    lines += ["| " + " | ".join(_md_escape(h) for h in headers) + " |",
+    lines += ["| " + " | ".join(md_cell(h) for h in headers) + " |",
               "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
         status = r.status if not r.error else f"**{r.status}**: {r.error}"
@@ -129,8 +114,8 @@ def render_markdown(rows: Sequence[JobRow], sweep_dir: Path,
         cells = [r.job, *(_md_override(r.overrides.get(k, "")) for k in varying), status,
                  *(_headline_cell(h, r, best if len(objectives) > 1 else None)
                    for h in headline),
-                 _fmt(r.wall_time_s, 1)]
-        lines.append("| " + " | ".join(_md_escape(str(c)) for c in cells) + " |")
+                 fmt(r.wall_time_s, 1)]
+        lines.append("| " + " | ".join(md_cell(str(c)) for c in cells) + " |")
     lines += render_seed_table(rows)
     lines += ["", "Columns (every metric of every job is in `summary.csv` and in "
               "`<job>/evaluation/metrics.json`):", ""]
@@ -153,7 +138,7 @@ def _headline_cell(metric: Metric, row: JobRow, best: float | None) -> str:
     ``VAE / truth``, the best objective in bold, a collapsed model's latent cell marked."""
     if metric.source == STATUS_FILE:
         value = getattr(row, metric.name)
-        text = _fmt(value, metric.digits)
+        text = fmt(value, metric.digits)
         return f"**{text}**" if best is not None and value == best else text
     m = row.metrics
     value = m.get(metric.name)
@@ -161,9 +146,9 @@ def _headline_cell(metric: Metric, row: JobRow, best: float | None) -> str:
         return _pair(value, m.get(metric.beside[0]))
     if value is None:
         return "n/a"
-    text = _fmt(value, metric.digits)
+    text = fmt(value, metric.digits)
     if metric.out_of in m:
-        text = f"{text}/{_fmt(m[metric.out_of], 0)}"
+        text = f"{text}/{fmt(m[metric.out_of], 0)}"
     if metric.name == _MARKS_COLLAPSE and m.get("posterior_collapsed"):
         text = f"**collapsed** ({text})"
     return text
@@ -195,7 +180,7 @@ def render_seed_table(rows: Sequence[JobRow]) -> list[str]:
         cells += [g.stats[m.name].text(m.digits) if m.name in g.stats else "n/a"
                   for m in _SEED_COLUMNS]
         cells.append(f"{g.collapsed} of {g.evaluated}")
-        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     return lines
 
 
@@ -227,6 +212,6 @@ def _optuna_best(sweep_dir: Path) -> str | None:
     try:
         results = yaml.safe_load(path.read_text("utf-8"))
         params = ", ".join(f"`{k}={v}`" for k, v in results["best_params"].items())
-        return f"Optuna's best trial: objective {_fmt(results['best_value'])} with {params}."
+        return f"Optuna's best trial: objective {fmt(results['best_value'])} with {params}."
     except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return f"`{OPTUNA_RESULTS}` is present but unreadable."

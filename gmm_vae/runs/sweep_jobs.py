@@ -10,7 +10,6 @@ library and PyYAML: reading a sweep never waits for torch to import.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from gmm_vae.analysis.registry import CSV, lookup, shown
+from gmm_vae.analysis.registry import CSV, shown
 from gmm_vae.errors import ConfigError
+from gmm_vae.values import finite_number, lookup
 
 COMPLETED, FAILED, UNFINISHED = "completed", "failed", "unfinished"
 
@@ -102,17 +102,6 @@ def _read_json(path: Path) -> tuple[Any, str | None]:
         return None, f"{path.name}: unreadable ({type(exc).__name__})"
 
 
-def finite_number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, null, NaN, text)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def read_job(job_dir: Path, sweep_dir: Path) -> JobRow:
     """One job dir as a row; every problem found goes into ``errors``, nothing raises."""
     row = JobRow(job=job_dir.relative_to(sweep_dir).as_posix(), path=job_dir)
@@ -178,13 +167,3 @@ def varying_keys(rows: Sequence[JobRow]) -> list[str]:
     """The override keys whose value differs between jobs (a missing value counts as one)."""
     return [key for key in override_keys(rows)
             if len({row.overrides.get(key) for row in rows}) > 1]
-
-
-def as_number(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
