@@ -3,9 +3,9 @@
 ``python benchmarks/c2st_known_answers.py [--mixtures ring8 default_s0 d20] [--n 10000]
 [--seeds 0 1]`` prints, per mixture and built sampler (a perfect one, one mode dropped, half
 the modes, every mode 3x too wide in std, one Gaussian over the data), the C2ST accuracy of
-``n`` sampler points against ``n`` truth points, the optimiser steps trained and the seconds taken (wall and CPU), on
-the torch threads set (``--threads``, default 1, as the evaluation). The numbers are those of
-docs/metrics.md "C2ST".
+``n`` sampler points against ``n`` truth points, the optimiser steps trained and the seconds
+taken (wall and CPU) on ``--threads`` torch threads (default 1, as in the evaluation). The
+numbers are those of docs/metrics.md "C2ST".
 """
 
 from __future__ import annotations
