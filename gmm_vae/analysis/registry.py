@@ -243,10 +243,11 @@ METRICS: tuple[Metric, ...] = (
            "MLP telling the samples from as many true samples", "0..1", CLOSER, ideal="0.5",
            note="0.5 = indistinguishable, 1 = every sample told apart; a perfect sampler "
                 "scores the floor",
-           beside=("c2st_floor",), shown=CSV | HEADLINE | HPARAMS | REPORT, target=0.5),
+           beside=("c2st_floor",), shown=CSV | HEADLINE | HPARAMS | BENCH | REPORT,
+           target=0.5),
     Metric("c2st_floor", "c2st.floor", "floor",
            "the same test between two independent truth samples of that size, its noise floor",
-           part_of="c2st", shown=CSV),
+           part_of="c2st", shown=CSV | BENCH),
     Metric("k_data_vae", "clusters.vae_samples.k_data", "cluster count k",
            "the study's instrument: cluster count k of the samples (`clusters.criterion`, BIC "
            "by default, k up to `clusters.k_max`)", "≥ 1", CLOSER, digits=0,
@@ -346,6 +347,14 @@ DETAILS: dict[str, str] = {
 }
 
 
+# Keys only a judgement of samples from elsewhere writes (``gmm_vae.analysis.judge``).
+JUDGEMENT_DETAILS: dict[str, str] = {
+    "source": "the samples judged: their file, or an array (evaluate.py samples=...)",
+    "truth": "the mixture judged against: its spec file or run directory",
+    "skipped": "the instruments left out for lack of a model, and why",
+}
+
+
 def shown(where: Shown) -> list[Metric]:
     """The metrics shown in ``where``, in table order."""
     return [m for m in METRICS if where in m.shown]
@@ -359,7 +368,7 @@ def companions(metric: Metric) -> list[Metric]:
 def documented(key: str) -> bool:
     """Whether a key of metrics.json is a registered metric or a listed detail."""
     return any(key == m.key for m in METRICS) or any(
-        key == d or key.startswith(d + ".") for d in DETAILS)
+        key == d or key.startswith(d + ".") for d in (*DETAILS, *JUDGEMENT_DETAILS))
 
 
 def _relative(key: str, base: str, dot: str = "") -> str:
