@@ -223,8 +223,8 @@ def reference_rows(suite: dict[str, Mixture], epochs: int,
     from hydra import compose, initialize_config_dir
 
     from benchmarks.references import gaussian_mixture, spline_flow
-    from gmm_vae.analysis.judge import judge
     from gmm_vae.analysis import metrics
+    from gmm_vae.analysis.judge import judge
     from gmm_vae.runs.pipeline import build_datamodule
 
     out: dict[str, dict[str, str]] = {}
