@@ -119,3 +119,11 @@ def test_it_is_seeded_and_leaves_the_callers_random_state_alone() -> None:
 
 def test_the_round_cap_falls_as_one_over_d_above_three() -> None:
     assert [round_cap(300, d) for d in (1, 2, 3, 5, 10, 20)] == [300, 300, 300, 180, 90, 45]
+
+
+def test_each_set_is_cut_to_its_first_max_samples() -> None:
+    truth = mixture("ring8")
+    rng = np.random.default_rng(4)
+    a, b, c = (truth.sample(600, rng)[0] for _ in range(3))
+    res = c2st_with_floor(a, b, c, settings=C2STSettings(max_rounds=1), max_samples=300)
+    assert res["n_samples"] == 300 and res["steps"] == C2STSettings.round_steps

@@ -52,9 +52,9 @@ class C2STSettings:
     hidden_factor: int = 10  # hidden units per layer = hidden_factor * D
     batch_size: int = 256
     lr: float = 1e-3
-    round_steps: int = 50  # optimiser steps between two looks at the validation loss
+    round_steps: int = 50  # optimiser steps between two looks at the validation score
     max_rounds: int = 300  # at D <= 3; falls as 1/D above (``round_cap``)
-    patience: int = 10  # rounds without improvement of any network's validation loss
+    patience: int = 10  # rounds without an improvement of any watched network
     tol: float = 5e-5  # an improvement: a validation Brier score below best - tol ...
     tol_gain: float = 5e-3  # ... - tol_gain * (0.25 - best), the gain over chance
     validation: float = 0.1  # share of each training fold held out for the stopping rule
