@@ -6,6 +6,7 @@ and returns a ``Run``: its directory, status, final metrics, the trained VAE (a 
 ``torch.nn.Module``) and the mixture. ``load_run(dir)`` opens a finished run, ``evaluate(run)``
 judges it again (``python evaluate.py``'s body). A mistake in the settings raises
 ``ConfigError`` with the line the command would print; nothing here calls ``sys.exit``.
+``judge(samples, gmm)`` scores samples from anywhere (``gmm_vae.judge``).
 """
 
 from __future__ import annotations
@@ -174,3 +175,20 @@ def evaluate(run: Run | str | Path, ckpt: str = "last", n_samples: int | None = 
 
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
     return evaluate_run(run_dir, ckpt, n_samples, seed)
+
+
+def judge(samples: np.ndarray | str | Path, truth: GMM | str | Path,
+          out_dir: str | Path | None = None, n_samples: int | None = None,
+          seed: int | None = None, c2st: bool = True) -> dict[str, Any]:
+    """Score samples from anywhere against a mixture: ``python evaluate.py samples=<file>
+    truth=<gmm.yaml | run dir> out=<dir>`` on an array.
+
+    ``samples``: an (N, D) array in data coordinates, or the path of a .npy/.csv file;
+    ``truth``: a ``GMM``, a spec file or a run directory. Every instrument that needs only
+    samples runs (coverage, weight error, literature protocol, C2ST, sliced Wasserstein,
+    clusters, modes); ``metrics["skipped"]`` names those that need a model. With ``out_dir``
+    the evaluation files are written there. A bad input raises ``ConfigError`` in one line.
+    """
+    from gmm_vae.analysis.judge import judge as judge_samples
+
+    return judge_samples(samples, truth, out_dir, n_samples, seed, c2st)

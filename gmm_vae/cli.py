@@ -221,16 +221,37 @@ def train_main(cfg: Any) -> float:
         return float("nan")
 
 
+def judge_main(cfg: Any) -> dict[str, Any]:
+    """``python evaluate.py samples=<file> truth=<gmm.yaml | run dir> [out=<dir>]``: judge a
+    samples file from anywhere, write its ``evaluation/`` files and print the verdict."""
+    from gmm_vae.analysis.judge import default_out_dir, format_judgement, judge
+
+    if cfg.get("run_dir") is not None:
+        raise ConfigError("run_dir judges a trained run, samples= and truth= a samples file: "
+                          "pass one or the other")
+    if cfg.get("samples") is None or cfg.get("truth") is None:
+        raise ConfigError("samples= and truth= go together: python evaluate.py "
+                          "samples=<(N, D) .npy or .csv> truth=<gmm.yaml or a run directory>")
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else default_out_dir(cfg.samples)
+    metrics = judge(str(cfg.samples), str(cfg.truth), out, cfg.n_samples, cfg.seed,
+                    bool(cfg.get("c2st", True)))
+    print(format_judgement(metrics, out), flush=True)
+    return metrics
+
+
 def evaluate_main(cfg: Any) -> dict[str, Any]:
-    """evaluate.py's body: ``evaluate_run`` on the command's settings, with one-line errors.
+    """evaluate.py's body: ``evaluate_run`` on the command's settings (``judge_main`` for a
+    samples file), with one-line errors.
 
     A user mistake is printed as ``error: <one line>`` with exit code 2 right here: re-raised,
     Hydra would first print its own "Error executing job" banner. ``HYDRA_FULL_ERROR=1`` shows
     the traceback instead.
     """
-    from gmm_vae.runs.rerun import evaluate_run
-
     try:
+        if cfg.get("samples") is not None or cfg.get("truth") is not None:
+            return judge_main(cfg)
+        from gmm_vae.runs.rerun import evaluate_run
+
         return evaluate_run(cfg.run_dir, cfg.ckpt, cfg.n_samples, cfg.seed)
     except Exception as exc:
         # A ConfigError is already one line; asking cli for it would import Lightning first.

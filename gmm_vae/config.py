@@ -142,6 +142,7 @@ class AnalysisConfig:
     evaluate_at_end: bool = True
     eval_samples: int = 10_000
     coverage_samples: int = 1_000_000
+    c2st: bool = True
 
 
 @dataclass

@@ -39,6 +39,9 @@ def test_the_readme_notebook_example_runs_as_written(tmp_path: Path,
     assert json.loads((run.run_dir / "evaluation" / "metrics.json").read_text()) == again
     assert type(vae).__module__ == "gmm_vae.model.vae" and not vae.training
     assert scope["fig"].axes, "the figure has no axes"
+    verdict = scope["verdict"]  # the samples judged as samples from anywhere, nothing written
+    assert verdict["n_samples"] == 1000 and verdict["coverage"]["n_components"] == 4
+    assert "c2st" in verdict and "nll" not in verdict
 
 
 def test_a_mistake_raises_the_commands_line(tmp_path: Path,

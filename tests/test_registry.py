@@ -54,7 +54,8 @@ def metrics() -> dict[str, Any]:
     cfg = compose_config(TINY)
     dm = build_datamodule(cfg)
     vae = build_model(cfg, dm).vae
-    settings = settings_from_cfg(cfg.analysis, 300, coverage_samples=None)
+    # C2ST on (debug=tiny turns it off): its keys are registered metrics too.
+    settings = settings_from_cfg(cfg.analysis, 300, coverage_samples=None, c2st=True)
     # A small perfect-sampler reference: the keys are what matter here, not their precision.
     cache = {"coverage_reference": coverage_reference(dm.gmm, settings.hq_threshold, 0, n=5000,
                                                       quantile=settings.hq_quantile)}
@@ -190,7 +191,7 @@ def test_summary_columns_tags_and_hparams_are_the_registrys() -> None:
     assert {m.name: m.key for m in shown(CSV)} == METRIC_PATHS
     assert {f"analysis/{m.name}": m.key for m in shown(ANALYSIS)} == ANALYSIS_SCALARS
     assert {m.name for m in shown(HPARAMS)} == {"objective", "modes_captured", "hq_ratio",
-                                               "weights_tv", "nll_gap", "active_units"}
+                                               "weights_tv", "nll_gap", "active_units", "c2st"}
     assert set(shown(HPARAMS)) <= set(shown(HEADLINE))
 
 

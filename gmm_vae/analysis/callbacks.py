@@ -233,8 +233,9 @@ def build_analysis_callbacks(cfg: DictConfig, run_dir: str | Path) -> list[L.Cal
     a = cfg.analysis
     callbacks: list[L.Callback] = []
     if int(a.every_n_epochs) > 0:
+        # No C2ST during training: it trains ten classifiers, the final evaluation's job.
         settings = settings_from_cfg(a, int(a.n_samples), nll_points=NLL_POINTS,
-                                     coverage_samples=None)
+                                     coverage_samples=None, c2st=False)
         callbacks.append(AnalysisCallback(settings, int(a.every_n_epochs), run_dir))
     if int(a.tsne_every_n_epochs) > 0:
         callbacks.append(TSNECallback(int(a.tsne_every_n_epochs), int(a.tsne_points), run_dir))

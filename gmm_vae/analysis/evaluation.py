@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gmm_vae.analysis import coverage, metrics, progress
+from gmm_vae.analysis.c2st import c2st_with_floor
 from gmm_vae.chunks import (
     affordable,
     model_draw_work,
@@ -52,6 +53,7 @@ class EvalSettings:
     clusters: bool = True
     nll: bool = True
     nd_modes: bool = True
+    c2st: bool = AnalysisConfig.c2st  # the final evaluation's; the callbacks turn it off
 
 
 @dataclass
@@ -80,6 +82,7 @@ def settings_from_cfg(analysis: Any, n_samples: int, **overrides: Any) -> EvalSe
         min_capture=float(analysis.min_capture),
         iwae_samples=int(analysis.iwae_samples),
         coverage_samples=int(analysis.coverage_samples),
+        c2st=bool(analysis.c2st),
     )
     for key, value in overrides.items():
         setattr(s, key, value)
@@ -146,6 +149,126 @@ def _memo(cache: dict[str, Any] | None, key: str, compute: Callable[[], Any]) ->
     return cache[key]
 
 
+def _in_space(counts: dict[str, float | int], space: str) -> dict[str, float | int]:
+    """``cluster_count``'s keys named for the space counted in: ``k`` -> ``k_data``."""
+    return {f"{key}_{space}": value for key, value in counts.items()}
+
+
+def evaluate_samples(samples: np.ndarray, gmm: GMM, settings: EvalSettings, seed: int = 0,
+                     cache: dict[str, Any] | None = None,
+                     coverage_extra: np.ndarray | None = None) -> Evaluation:
+    """Every instrument that needs only samples, on ``samples`` against fresh truth draws.
+
+    Why a function of its own: a sampler trained elsewhere (a GAN, a flow, another VAE
+    library) is judged by exactly the code that judges the VAE (``evaluate_model`` calls this,
+    ``gmm_vae.analysis.judge`` too). ``samples`` are the ``settings.n_samples`` points behind
+    everything but the coverage; ``coverage_extra`` more points of the same sampler that only
+    the coverage adds. The truth is drawn from ``seed``; ``cache`` as in ``evaluate_model``.
+    The result has no ``latent``, ``nll`` or latent cluster counts: they need a model.
+    """
+    timings: dict[str, float] = {}
+    truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
+    out: dict[str, Any] = {"n_samples": settings.n_samples}
+    # A diverged model can emit inf/NaN: they count as low quality in the coverage, and the
+    # sample-based instruments (clusters, histograms, distance) use the finite ones.
+    finite = np.isfinite(samples).all(axis=1)
+    out["nonfinite_fraction"] = float(1.0 - finite.mean())
+    usable = samples[finite] if not finite.all() else samples
+    if len(usable) < 10:
+        raise ValueError(f"only {len(usable)} of {len(samples)} model samples are finite: "
+                         "the model has diverged")
+
+    t0 = progress.begin("coverage")
+    # Coverage gets its own, larger draw: the weights' error from 10,000 samples is noisy at
+    # the 0.006 level, more than the differences between good models. The extra samples come
+    # after the ones above in the same streams, so those stay what they were.
+    cov_samples = samples if coverage_extra is None else np.concatenate([samples,
+                                                                         coverage_extra])
+    n_cov = len(cov_samples)
+    # The perfect sampler's shares, measured on the truth's own samples (right even where
+    # components overlap), from a draw large enough to be a fixed reference.
+    hq_rule = {"threshold": settings.hq_threshold, "quantile": settings.hq_quantile}
+    n_ref = affordable(REFERENCE_SAMPLES, truth_draw_work(gmm.n_components, gmm.dim),
+                       floor=n_cov)
+    reference = _memo(cache, "coverage_reference",
+                      lambda: coverage_reference(gmm, seed=seed, n=n_ref, **hq_rule))
+    cov = coverage.mode_coverage(cov_samples, gmm, min_capture=settings.min_capture,
+                                 reference=reference.shares,
+                                 reference_median=reference.median_fraction, **hq_rule)
+    out["coverage"] = cov
+    # The papers' own 3-std rule: a 2-D protocol, compared with published rows.
+    out["literature"] = coverage.literature_protocol(cov_samples, gmm)
+
+    def truth_coverage() -> dict[str, Any]:
+        # An independent truth draw of the model's size: what a perfect sampler scores here.
+        pts = gmm.sample(n_cov, np.random.default_rng([seed, 97]))[0]
+        return {k: v for k, v in coverage.mode_coverage(
+            pts, gmm, min_capture=settings.min_capture, reference=reference.shares,
+            reference_median=reference.median_fraction, **hq_rule).items()
+            if k in ("modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
+                     "median_fraction", "n_samples")}
+
+    out["coverage_truth"] = _memo(cache, "coverage_truth", truth_coverage)
+    del cov_samples
+    timings["coverage"] = time.perf_counter() - t0
+
+    t0 = progress.begin("distance")
+    # A second, independent ground-truth draw of the same size gives the distance's noise
+    # floor at this n: a perfect sampler scores about that, not 0.
+    def floor() -> float:
+        truth2, _ = gmm.sample(settings.n_samples, np.random.default_rng([seed, 98]))
+        return metrics.sliced_wasserstein(truth2, truth, seed=seed)
+
+    out["distance"] = {
+        "sliced_wasserstein": metrics.sliced_wasserstein(usable, truth, seed=seed),
+        "sliced_wasserstein_floor": _memo(cache, "sw_floor", floor),
+    }
+    timings["distance"] = time.perf_counter() - t0
+
+    if settings.c2st:  # a classifier against the truth, and against a second truth draw
+        t0 = progress.begin("c2st")
+        truth2 = gmm.sample(settings.n_samples, np.random.default_rng([seed, 98]))[0]
+        out["c2st"] = c2st_with_floor(usable, truth, truth2, seed=seed)
+        timings["c2st"] = time.perf_counter() - t0
+
+    m = settings.cluster_points
+    t0 = progress.begin("modes")
+    modes_kw = {"bins": settings.hist_bins, "height": settings.peak_height,
+                "distance": settings.peak_distance}
+    modes_vae = metrics.identify_modes(usable[:m], **modes_kw)
+    modes_gt = _memo(cache, "modes_gt", lambda: metrics.identify_modes(truth[:m], **modes_kw))
+    out["modes"] = {
+        "vae_samples": modes_vae["flattened"],
+        "ground_truth": modes_gt["flattened"],
+        "vae_samples_per_axis": modes_vae["per_axis"],
+        "ground_truth_per_axis": modes_gt["per_axis"],
+    }
+    if settings.nd_modes:
+        out["modes"]["nd_vae_samples"] = metrics.count_modes(
+            usable[:m], settings.min_share, seed=seed)["count"]
+        out["modes"]["nd_ground_truth"] = _memo(cache, "nd_gt", lambda: metrics.count_modes(
+            truth[:m], settings.min_share, seed=seed)["count"])
+    timings["modes"] = time.perf_counter() - t0
+
+    if settings.clusters:  # the points' counts; evaluate_model adds their latent codes'
+        t0 = progress.begin("clusters")
+        # Samples have no true label: use their nearest true component.
+        vae_labels = gmm.mahalanobis_sq(usable[:m]).argmin(axis=1)
+        k_max = settings.k_max or metrics.default_k_max(gmm.n_components)
+        out["clusters"] = {
+            "criterion": settings.cluster_criterion,
+            "k_max": k_max,
+            "vae_samples": _in_space(metrics.cluster_count(
+                usable[:m], k_max, settings.cluster_criterion, vae_labels, seed), "data"),
+            # The truth's own clustering does not change between epochs; its codes do.
+            "ground_truth": _in_space(_memo(cache, "gt_clusters", lambda: metrics.cluster_count(
+                truth[:m], k_max, settings.cluster_criterion, truth_labels[:m], seed)), "data"),
+        }
+        timings["clusters"] = time.perf_counter() - t0
+    out["timings_s"] = timings
+    return Evaluation(out, samples, truth, truth_labels)
+
+
 def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSettings,
                    seed: int = 0, cache: dict[str, Any] | None = None) -> Evaluation:
     """Sample the model, compare with ground truth, and return every metric.
@@ -154,9 +277,10 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
     the same numbers. The RNG state of the caller is restored afterwards (training continues
     exactly as if no analysis had run). ``cache``, kept by a caller that evaluates the same
     mixture repeatedly (the analysis callback), remembers what depends on the ground truth
-    alone: its coverage, distance floor, mode counts and data-space clustering.
+    alone: its coverage, distance floor, mode counts and data-space clustering. The
+    sample-only instruments are ``evaluate_samples``'; here the model's own are added (latent
+    use, the latent codes' cluster counts, held-out NLL).
     """
-    timings: dict[str, float] = {}
     was_training = model.training
     model.eval()
     cpu_state = torch.random.get_rng_state()
@@ -165,113 +289,36 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         torch.manual_seed(seed)
         t0 = progress.begin("sampling")
         samples = _sample(model, settings.n_samples)
-        truth, truth_labels = gmm.sample(settings.n_samples, np.random.default_rng([seed, 99]))
-        timings["sample"] = time.perf_counter() - t0
-        out: dict[str, Any] = {"n_samples": settings.n_samples}
-        # A diverged model can emit inf/NaN: they count as low quality in the coverage, and the
-        # sample-based instruments (clusters, histograms, distance) use the finite ones.
-        finite = np.isfinite(samples).all(axis=1)
-        out["nonfinite_fraction"] = float(1.0 - finite.mean())
-        usable = samples[finite] if not finite.all() else samples
-        if len(usable) < 10:
-            raise ValueError(f"only {len(usable)} of {len(samples)} model samples are finite: "
-                             "the model has diverged")
-
-        t0 = progress.begin("coverage")
-        # Coverage gets its own, larger draw: the weights' error from 10,000 samples is noisy at
-        # the 0.006 level, more than the differences between good models. The extra samples come
-        # after the ones above in the same streams, so those stay what they were.
+        t_sample = time.perf_counter() - t0
+        # Coverage's extra samples, after the ones above in the same torch stream.
         n_cov = max(settings.n_samples, settings.coverage_samples or 0)
         # As many as the work budget pays for (all of them up to ~20-D), never fewer than the
         # samples the other instruments use.
         n_cov = affordable(n_cov, draw_work(model) + score_work(gmm.n_components, gmm.dim),
                            floor=settings.n_samples)
         extra = n_cov - settings.n_samples
-        cov_samples = samples if not extra else np.concatenate([samples, _sample(model, extra)])
-        # The perfect sampler's shares, measured on the truth's own samples (right even where
-        # components overlap), from a draw large enough to be a fixed reference.
-        hq_rule = {"threshold": settings.hq_threshold, "quantile": settings.hq_quantile}
-        n_ref = affordable(REFERENCE_SAMPLES, truth_draw_work(gmm.n_components, gmm.dim),
-                           floor=n_cov)
-        reference = _memo(cache, "coverage_reference",
-                          lambda: coverage_reference(gmm, seed=seed, n=n_ref, **hq_rule))
-        cov = coverage.mode_coverage(cov_samples, gmm, min_capture=settings.min_capture,
-                                     reference=reference.shares,
-                                     reference_median=reference.median_fraction, **hq_rule)
-        out["coverage"] = cov
-        # The papers' own 3-std rule: a 2-D protocol, compared with published rows.
-        out["literature"] = coverage.literature_protocol(cov_samples, gmm)
-
-        def truth_coverage() -> dict[str, Any]:
-            # An independent truth draw of the model's size: what a perfect sampler scores here.
-            pts = gmm.sample(n_cov, np.random.default_rng([seed, 97]))[0]
-            return {k: v for k, v in coverage.mode_coverage(
-                pts, gmm, min_capture=settings.min_capture, reference=reference.shares,
-                reference_median=reference.median_fraction, **hq_rule).items()
-                if k in ("modes_captured", "hq_fraction", "weights_tv", "weights_tv_hq",
-                         "median_fraction", "n_samples")}
-
-        out["coverage_truth"] = _memo(cache, "coverage_truth", truth_coverage)
-        del cov_samples
-        timings["coverage"] = time.perf_counter() - t0
+        extra_samples = _sample(model, extra) if extra else None
+        ev = evaluate_samples(samples, gmm, settings, seed, cache, extra_samples)
+        del extra_samples
+        out, timings = ev.metrics, {"sample": t_sample, **ev.metrics.pop("timings_s")}
+        truth, truth_labels = ev.truth, ev.truth_labels
+        usable = samples[np.isfinite(samples).all(axis=1)]
+        m = settings.cluster_points
 
         usage = model.latent_usage(torch.from_numpy(np.asarray(x_test)))
         out["latent"] = metrics.latent_diagnostics(**usage)
 
-        t0 = progress.begin("distance")
-        # A second, independent ground-truth draw of the same size gives the distance's noise
-        # floor at this n: a perfect sampler scores about that, not 0.
-        def floor() -> float:
-            truth2, _ = gmm.sample(settings.n_samples, np.random.default_rng([seed, 98]))
-            return metrics.sliced_wasserstein(truth2, truth, seed=seed)
-
-        out["distance"] = {
-            "sliced_wasserstein": metrics.sliced_wasserstein(usable, truth, seed=seed),
-            "sliced_wasserstein_floor": _memo(cache, "sw_floor", floor),
-        }
-        timings["distance"] = time.perf_counter() - t0
-
-        m = settings.cluster_points
-        t0 = progress.begin("modes")
-        modes_kw = {"bins": settings.hist_bins, "height": settings.peak_height,
-                    "distance": settings.peak_distance}
-        modes_vae = metrics.identify_modes(usable[:m], **modes_kw)
-        modes_gt = _memo(cache, "modes_gt", lambda: metrics.identify_modes(truth[:m], **modes_kw))
-        out["modes"] = {
-            "vae_samples": modes_vae["flattened"],
-            "ground_truth": modes_gt["flattened"],
-            "vae_samples_per_axis": modes_vae["per_axis"],
-            "ground_truth_per_axis": modes_gt["per_axis"],
-        }
-        if settings.nd_modes:
-            out["modes"]["nd_vae_samples"] = metrics.count_modes(
-                usable[:m], settings.min_share, seed=seed)["count"]
-            out["modes"]["nd_ground_truth"] = _memo(cache, "nd_gt", lambda: metrics.count_modes(
-                truth[:m], settings.min_share, seed=seed)["count"])
-        timings["modes"] = time.perf_counter() - t0
-
         if settings.clusters:
-            t0 = progress.begin("clusters")
+            t0 = progress.begin("clusters (latent codes)")
             vae_codes = model.embed(torch.from_numpy(usable[:m])).cpu().numpy()
             gt_codes = model.embed(torch.from_numpy(truth[:m])).cpu().numpy()
-            # VAE samples have no true label: use their nearest true component.
+            clusters = out["clusters"]
             vae_labels = gmm.mahalanobis_sq(usable[:m]).argmin(axis=1)
-            k_max = settings.k_max or metrics.default_k_max(gmm.n_components)
-            out["clusters"] = {
-                "criterion": settings.cluster_criterion,
-                "k_max": k_max,
-                "vae_samples": metrics.compare_clusters(
-                    usable[:m], vae_codes, k_max, settings.cluster_criterion,
-                    labels=vae_labels, seed=seed),
-                # The truth's own clustering does not change between epochs; its codes do.
-                "ground_truth": metrics.merge_cluster_counts(
-                    _memo(cache, "gt_clusters", lambda: metrics.cluster_count(
-                        truth[:m], k_max, settings.cluster_criterion,
-                        truth_labels[:m], seed)),
-                    metrics.cluster_count(gt_codes, k_max, settings.cluster_criterion,
-                                          truth_labels[:m], seed)),
-            }
-            timings["clusters"] = time.perf_counter() - t0
+            for key, codes, labels in (("vae_samples", vae_codes, vae_labels),
+                                       ("ground_truth", gt_codes, truth_labels[:m])):
+                clusters[key].update(_in_space(metrics.cluster_count(
+                    codes, clusters["k_max"], settings.cluster_criterion, labels, seed), "latent"))
+            timings["clusters"] += time.perf_counter() - t0
 
         if settings.nll:
             t0 = progress.begin("likelihood (IWAE)")

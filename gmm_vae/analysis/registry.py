@@ -240,6 +240,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("sliced_wasserstein_floor", "distance.sliced_wasserstein_floor", "floor",
            "the same distance between two truth samples of that size",
            part_of="sliced_wasserstein"),
+    Metric("c2st", "c2st.accuracy", "C2ST accuracy",
+           "classifier two-sample test (sbibm's recipe): 5-fold cross-validated accuracy of an "
+           "MLP telling the samples from as many true samples", "0..1", CLOSER, ideal="0.5",
+           note="0.5 = indistinguishable, 1 = every sample told apart; a perfect sampler "
+                "scores the floor",
+           beside=("c2st_floor",), shown=CSV | HEADLINE | HPARAMS | BENCH | REPORT,
+           target=0.5),
+    Metric("c2st_floor", "c2st.floor", "floor",
+           "the same test between two independent truth samples of that size, its noise floor",
+           part_of="c2st", shown=CSV | BENCH),
     Metric("k_data_vae", "clusters.vae_samples.k_data", "cluster count k",
            "the study's instrument: cluster count k of the samples (`clusters.criterion`, BIC "
            "by default, k up to `clusters.k_max`)", "≥ 1", CLOSER, digits=0,
@@ -339,6 +349,16 @@ DETAILS: dict[str, str] = {
     "latent.verdict": "the latent verdict in words (status.json, the run's summary)",
     "clusters.criterion": "the cluster-count criterion (`analysis.cluster_criterion`)",
     "clusters.k_max": "the largest k tried (`analysis.k_max`)",
+    "c2st.n_samples": "points of each set behind c2st.* (the evaluation's, a multiple of 5)",
+    "c2st.steps": "optimiser steps the C2ST classifiers trained (its stopping rule)",
+}
+
+
+# Keys only a judgement of samples from elsewhere writes (``gmm_vae.analysis.judge``).
+JUDGEMENT_DETAILS: dict[str, str] = {
+    "source": "the samples judged: their file, or an array (evaluate.py samples=...)",
+    "truth": "the mixture judged against: its spec file or run directory",
+    "skipped": "the instruments left out for lack of a model, and why",
 }
 
 
@@ -355,7 +375,7 @@ def companions(metric: Metric) -> list[Metric]:
 def documented(key: str) -> bool:
     """Whether a key of metrics.json is a registered metric or a listed detail."""
     return any(key == m.key for m in METRICS) or any(
-        key == d or key.startswith(d + ".") for d in DETAILS)
+        key == d or key.startswith(d + ".") for d in (*DETAILS, *JUDGEMENT_DETAILS))
 
 
 def _relative(key: str, base: str, dot: str = "") -> str:

@@ -315,6 +315,8 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"{v('weights_tv')}   HQ share {v('hq_fraction')} (perfect {v('hq_perfect')})",
         f"  NLL gap {v('nll_gap')} nats/point (model {v('nll_model')}, true {v('nll_true')})"
         f"   sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
+        *([f"  C2ST accuracy {v('c2st')} (floor {v('c2st_floor')}; 0.5 = indistinguishable "
+           "from the truth)"] if g("c2st") else []),
         f"  latent: {g('latent.verdict') or 'n/a'}",
         f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {fmt(g('clusters.k_max'))}), "
         f"points/latent: VAE samples {v('k_data_vae')}/{v('k_latent_vae')}, ground truth "
