@@ -25,7 +25,7 @@ from gmm_vae.analysis.report import (
     _reference,
     _value,
     json_safe,
-    single_threaded_openmp,
+    single_threaded,
 )
 from gmm_vae.config import AnalysisConfig, TrainConfig
 from gmm_vae.data.gmm import GMM
@@ -128,7 +128,7 @@ def judge_samples(samples: np.ndarray, gmm: GMM, settings: EvalSettings,
     """Every sample-only instrument on checked ``samples``; ``skipped`` names the rest."""
     n = settings.n_samples
     extra = samples[n:] if len(samples) > n else None
-    with single_threaded_openmp():
+    with single_threaded():
         ev = evaluate_samples(samples[:n], gmm, settings, seed, coverage_extra=extra)
     ev.metrics["timings_s"] = {k: round(v, 3) for k, v in ev.metrics["timings_s"].items()}
     ev.metrics["skipped"] = dict(SKIPPED)
