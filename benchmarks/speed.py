@@ -266,15 +266,16 @@ def recipe_cost(epochs: int, pairs: int) -> None:
     print(f"default/earlier recipe ratio: {totals['default'] / totals['earlier']:.2f}")
 
 
-# The mixtures of the cost table: K grows in 3-D, then D grows at K = 8 (issue 23).
+# The mixtures of the cost table (issue 23): K grows in 3-D (rows K=...), then D grows at
+# K = 8 (rows D=...). Names without commas: --cost-rows is a comma-separated list of them.
 COST_ROWS: dict[str, list[str]] = {
     "K=4": ["data.n_components=4", "data.dim=3"],
     "K=16": ["data.n_components=16", "data.dim=3"],
     "K=50": ["data.n_components=50", "data.dim=3"],
-    "K=8,D=3": ["data.n_components=8", "data.dim=3"],
-    "K=8,D=10": ["data.n_components=8", "data.dim=10"],
-    "K=8,D=20": ["data.n_components=8", "data.dim=20"],
-    "K=8,D=50": ["data.n_components=8", "data.dim=50"],
+    "D=3": ["data.n_components=8", "data.dim=3"],
+    "D=10": ["data.n_components=8", "data.dim=10"],
+    "D=20": ["data.n_components=8", "data.dim=20"],
+    "D=50": ["data.n_components=8", "data.dim=50"],
 }
 DEFAULT_EPOCHS, DEFAULT_EVERY, DEFAULT_TSNE_EVERY = 300, 50, 250
 

@@ -102,7 +102,7 @@ def _sample(model: VAE, n: int, chunk: int = 100_000) -> np.ndarray:
 
 # Truth samples behind the perfect sampler's reference shares: their noise (~0.0005 in TV for
 # K = 4) is well under any difference between models. Fewer where the work budget says so
-# (``chunks.affordable``: 149,000 in 200-D), never fewer than the samples it judges.
+# (``chunks.affordable``: 93,516 in 200-D), never fewer than the samples it judges.
 REFERENCE_SAMPLES = 1_000_000
 # The fewest test points an IWAE bound the work budget shrinks keeps (all when fewer).
 MIN_NLL_POINTS = 100

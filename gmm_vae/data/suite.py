@@ -8,6 +8,8 @@ check the instruments on (e.g. "the truth's cluster count is K for every suite m
   weights >= 2%), ``tight25`` (25 small tight components in 2-D): random mixtures, harder.
 - ``ring8`` and ``grid25``: the mode-collapse literature's benchmarks (VEEGAN, PacGAN): 8
   components of std 0.01 on a circle of radius 1; 25 of std 0.05 on {-4, -2, 0, 2, 4}^2.
+- ``k50`` (3-D, 50 components of std 0.1-0.3, weights >= 1%) and ``d20k10`` (20-D, 10 rotated
+  components, weights >= 3%): the edge in K and in D (issue 23).
 - ``cube27`` (3-D grid {-2, 0, 2}^3, std 0.05) and ``cross10`` (5-D, +-2 e_i, anisotropic tight
   covariances): tight modes on symmetric layouts in higher dimension. Symmetric layouts are the
   hard case: their standardised covariance is the identity, see docs/fidelity.md "Posterior
@@ -68,9 +70,30 @@ def d10k8() -> GMM:
     return GMM(base.means, base.covariances, w)
 
 
+def floored_weights(k: int, floor: float, seed: int) -> np.ndarray:
+    """Random weights of which none is below ``floor``: floor + (1 - k floor) Dirichlet(5)."""
+    rng = np.random.default_rng(seed)
+    return floor + (1.0 - k * floor) * rng.dirichlet(np.full(k, 5.0))
+
+
+def k50() -> GMM:
+    """The edge in K: 50 components in 3-D, standard deviations 0.1-0.3, weights >= 1%."""
+    base = GMM.random(50, 3, seed=50, scale_range=(0.1, 0.3))
+    return GMM(base.means, base.covariances, floored_weights(50, 0.01, seed=50))
+
+
+def d20k10() -> GMM:
+    """The edge in D: 10 components in 20-D with rotated covariances, weights >= 3%."""
+    base = GMM.random(10, 20, seed=20)
+    return GMM(base.means, base.covariances, floored_weights(10, 0.03, seed=20))
+
+
 # Named layouts written as spec files (the random ones are train.py overrides instead).
 SPEC_MIXTURES = {"unequal": unequal, "ring8": ring, "grid25": grid,
-                 "cube27": lambda: grid((-2, 0, 2), dim=3), "cross10": cross, "d10k8": d10k8}
+                 "cube27": lambda: grid((-2, 0, 2), dim=3), "cross10": cross, "d10k8": d10k8,
+                 "k50": k50, "d20k10": d20k10}
+# The edge of what the default is known to do (issue 23): many components, many dimensions.
+EDGE = ("k50", "d20k10")
 
 TIGHT25 = ["data.n_components=25", "data.dim=2", "data.scale_min=0.05", "data.scale_max=0.1",
            "data.mean_spread=3", "data.min_separation=3"]
@@ -81,7 +104,9 @@ class Mixture:
     """One suite entry: its ``train.py`` overrides and its floors' family."""
 
     name: str
-    kind: str  # "default": the strict floors; "hard": harder random; "tight": collapse benchmarks
+    # "default": the strict floors; "hard": harder random; "tight": collapse benchmarks;
+    # "edge": many components or many dimensions
+    kind: str
     overrides: tuple[str, ...]
 
 
@@ -113,7 +138,8 @@ def mixtures(spec_dir: Path) -> dict[str, Mixture]:
         path = spec_dir / f"{name}.yaml"
         if not path.is_file():
             build().to_yaml(path)
-        kind = "hard" if name in ("unequal", "d10k8") else "tight"
+        kind = ("hard" if name in ("unequal", "d10k8") else "edge" if name in EDGE
+                else "tight")
         out[name] = Mixture(name, kind, (f"data.spec_path={path}",))
     assert tuple(out) == NAMES
     return out
