@@ -57,8 +57,8 @@ def test_the_evaluation_marks_each_instrument(monkeypatch: pytest.MonkeyPatch) -
     settings = EvalSettings(n_samples=200, cluster_points=100, k_max=3, iwae_samples=2,
                             coverage_samples=None, nd_modes=False)
     evaluate_model(vae, dm.gmm, np.asarray(dm.x_test[:50]), settings)
-    assert names == ["sampling", "coverage", "distance", "modes", "clusters",
-                     "likelihood (IWAE)"]
+    assert names == ["sampling", "coverage", "distance", "c2st", "modes", "clusters",
+                     "clusters (latent codes)", "likelihood (IWAE)"]
 
 
 def _fidelity() -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gmm_vae.analysis import registry
+from gmm_vae.analysis.glossary import glossary_markdown
 from gmm_vae.analysis.registry import (
     ANALYSIS,
     BENCH,
@@ -29,9 +30,9 @@ from gmm_vae.analysis.registry import (
     STUDY,
     Metric,
     documented,
-    glossary_markdown,
     shown,
 )
+from gmm_vae.values import md_cell
 from tests.conftest import ROOT, TINY, compose_config
 
 
@@ -142,7 +143,7 @@ def readme_glossary() -> str:
 def test_readme_glossary_is_the_registrys() -> None:
     assert readme_glossary() == glossary_markdown(), (
         "README.md's Metrics table differs from the registry: paste the output of "
-        "`python -m gmm_vae.analysis.registry --markdown` into it")
+        "`python -m gmm_vae.analysis.glossary --markdown` into it")
 
 
 def test_glossary_documents_every_metric_once() -> None:
@@ -174,7 +175,7 @@ def test_no_page_keeps_a_second_metric_table() -> None:
 
 
 def test_cli_prints_the_glossary(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "gmm_vae.analysis.registry", "--markdown"],
+    proc = subprocess.run([sys.executable, "-m", "gmm_vae.analysis.glossary", "--markdown"],
                           cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -224,9 +225,9 @@ def test_report_rows_are_the_registrys(metrics: dict[str, Any]) -> None:
     report = render_report(metrics, compose_config(TINY), Path("/run"))
     rows = [line for line in report.splitlines() if line.startswith("| ")]
     for m in (*shown(REPORT), *shown(STUDY)):
-        assert any(row.startswith(f"| {registry.md_cell(m.label)} | ") for row in rows), m.label
+        assert any(row.startswith(f"| {md_cell(m.label)} | ") for row in rows), m.label
     for m in shown(REPORT):
-        assert registry.md_cell(m.sentence) in report, m.name
+        assert md_cell(m.sentence) in report, m.name
     weight = next(r for r in rows if r.startswith("| weight error | "))
     tv, perfect = metrics["coverage"]["weights_tv"], metrics["coverage_truth"]["weights_tv"]
     assert weight.startswith(f"| weight error | {tv:.4f} | 0 (perfect sampler {perfect:.4f}) | ")
