@@ -25,6 +25,7 @@ from gmm_vae.analysis.report import (
     _reference,
     _value,
     json_safe,
+    sample_figures,
     single_threaded,
 )
 from gmm_vae.config import AnalysisConfig, TrainConfig
@@ -147,18 +148,7 @@ def write_judgement(out_dir: str | Path, ev: Evaluation, gmm: GMM, source: str, 
     atomic_save_npy(out / "samples.npy", np.asarray(ev.samples, dtype=np.float64))
     atomic_write_json(out / "metrics.json", metrics)
     title = f"judged: {Path(source).name} against {Path(truth).name}"
-    m = settings.cluster_points
-    tsne_points = AnalysisConfig.tsne_points
-    figures = {
-        "tsne_samples": plots.tsne_samples_vs_truth(ev.samples, ev.truth,
-                                                    tsne_points=tsne_points, seed=seed,
-                                                    title=title),
-        "pairwise": plots.pairwise_projections(ev.samples, ev.truth, gmm.means, seed=seed,
-                                               title=title),
-        "histograms": plots.histograms_with_peaks(ev.samples[:m], ev.truth[:m],
-                                                  settings.hist_bins, settings.peak_height,
-                                                  settings.peak_distance, title=title),
-    }
+    figures = sample_figures(ev, gmm, settings, AnalysisConfig.tsne_points, seed, title)
     for key, fig in figures.items():
         plots.save_figure(fig, out / JUDGE_FIGURES[key])
     atomic_write_text(out / "report.md", render_judgement(metrics, gmm, title))

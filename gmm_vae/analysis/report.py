@@ -142,19 +142,11 @@ def _write_evaluation(run_dir: Path, model: VAE, datamodule: Any, cfg: DictConfi
     tsne_points = int(a.tsne_points)
     idx = np.arange(min(tsne_points, len(datamodule.x_test)))
     codes = model.embed(torch.from_numpy(np.asarray(datamodule.x_test[idx]))).cpu().numpy()
-    m = settings.cluster_points
     progress.begin("figures (t-SNE)")
     figures = {
         "tsne_latent": plots.tsne_latent(codes, datamodule.y_test[idx], tsne_points=tsne_points,
                                          seed=seed, title=title),
-        "tsne_samples": plots.tsne_samples_vs_truth(ev.samples, ev.truth,
-                                                    tsne_points=tsne_points, seed=seed,
-                                                    title=title),
-        "pairwise": plots.pairwise_projections(ev.samples, ev.truth, gmm.means, seed=seed,
-                                               title=title),
-        "histograms": plots.histograms_with_peaks(ev.samples[:m], ev.truth[:m],
-                                                  settings.hist_bins, settings.peak_height,
-                                                  settings.peak_distance, title=title),
+        **sample_figures(ev, gmm, settings, tsne_points, seed, title),
     }
     for key, fig in figures.items():
         plots.save_figure(fig, out_dir / FIGURES[key])
@@ -326,3 +318,22 @@ def format_summary(metrics: dict[str, Any]) -> str:
         lines.insert(1, "  WARNING: POSTERIOR COLLAPSE: the model ignores its latent code and "
                         "is one blob over the data.")
     return "\n".join(lines)
+
+
+def sample_figures(ev: Any, gmm: Any, settings: Any, tsne_points: int, seed: int,
+                   title: str) -> dict[str, Any]:
+    """The figures that need only samples (t-SNE of samples vs truth, pairwise projections,
+    histograms with peaks): one code path for a run's evaluation and for a judged sampler."""
+    from gmm_vae.analysis import plots
+
+    m = settings.cluster_points
+    return {
+        "tsne_samples": plots.tsne_samples_vs_truth(ev.samples, ev.truth,
+                                                    tsne_points=tsne_points, seed=seed,
+                                                    title=title),
+        "pairwise": plots.pairwise_projections(ev.samples, ev.truth, gmm.means, seed=seed,
+                                               title=title),
+        "histograms": plots.histograms_with_peaks(ev.samples[:m], ev.truth[:m],
+                                                  settings.hist_bins, settings.peak_height,
+                                                  settings.peak_distance, title=title),
+    }
