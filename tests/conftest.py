@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -57,3 +58,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a nested dict whose value is not itself a dict."""
+    keys: list[str] = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        keys += leaves(value, path + ".") if isinstance(value, dict) else [path]
+    return keys

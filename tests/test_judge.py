@@ -15,17 +15,10 @@ from gmm_vae.analysis.judge import JUDGE_FIGURES, SKIPPED, default_out_dir
 from gmm_vae.analysis.registry import documented
 from gmm_vae.data.gmm import GMM
 from gmm_vae.errors import ConfigError
+from tests.conftest import leaves
 
 TRUTH = GMM(np.array([[0.0, 0.0], [6.0, 0.0]]), np.tile(np.eye(2) * 0.25, (2, 1, 1)),
             np.array([0.5, 0.5]))
-
-
-def _leaves(tree: dict, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        out += _leaves(value, path + ".") if isinstance(value, dict) else [path]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +77,7 @@ def test_gmm_vae_judge_scores_an_array_and_sees_a_missing_mode() -> None:
     assert metrics["coverage"]["modes_captured"] == 1
     assert metrics["coverage"]["weights_tv"] > 0.4
     assert metrics["source"] == "samples (in memory)" and "c2st" not in metrics
-    undocumented = [k for k in _leaves(metrics) if not documented(k)]
+    undocumented = [k for k in leaves(metrics) if not documented(k)]
     assert not undocumented, undocumented
 
 

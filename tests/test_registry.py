@@ -33,16 +33,7 @@ from gmm_vae.analysis.registry import (
     shown,
 )
 from gmm_vae.values import md_cell
-from tests.conftest import ROOT, TINY, compose_config
-
-
-def leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of a nested dict whose value is not itself a dict."""
-    keys: list[str] = []
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        keys += leaves(value, path + ".") if isinstance(value, dict) else [path]
-    return keys
+from tests.conftest import ROOT, TINY, compose_config, leaves
 
 
 @pytest.fixture(scope="module")

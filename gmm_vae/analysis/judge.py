@@ -24,7 +24,10 @@ from gmm_vae.analysis.report import (
     FIGURES,
     _reference,
     _value,
+    c2st_lines,
+    coverage_line,
     json_safe,
+    registry_text,
     sample_figures,
     single_threaded,
 )
@@ -201,20 +204,14 @@ def render_judgement(metrics: dict[str, Any], gmm: GMM, title: str) -> str:
 def format_judgement(metrics: dict[str, Any], out_dir: Path | None = None) -> str:
     """The lines ``evaluate.py samples=...`` prints: what was judged, the headline numbers,
     what was skipped, where the files are."""
-
-    def v(name: str) -> str:
-        metric = BY_NAME[name]
-        return fmt(metric.read(metrics), metric.digits)
-
+    v = lambda name: registry_text(metrics, name)  # noqa: E731
     lines = [
         f"Judged {metrics.get('source')} against {metrics.get('truth')} "
         f"({fmt(metrics.get('n_samples'))} samples, coverage on "
         f"{fmt(metrics.get('coverage', {}).get('n_samples'))}, seed {metrics.get('seed')}):",
-        f"  modes captured {v('modes_captured')}/{v('n_components')}   weight error "
-        f"{v('weights_tv')}   HQ share {v('hq_fraction')} (perfect {v('hq_perfect')})",
+        coverage_line(metrics),
         f"  sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
-        *([f"  C2ST accuracy {v('c2st')} (floor {v('c2st_floor')}; 0.5 = indistinguishable "
-           "from the truth)"] if metrics.get("c2st") else []),
+        *c2st_lines(metrics),
         f"  clusters ({metrics.get('clusters', {}).get('criterion', 'n/a')}): samples "
         f"{v('k_data_vae')}, ground truth {v('k_data_truth')}   N-D modes {v('modes_nd_vae')} "
         f"(truth {v('modes_nd_truth')})",

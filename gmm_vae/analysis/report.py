@@ -287,6 +287,27 @@ def _true_weights(run_dir: Path) -> list[float] | None:
         return None
 
 
+def registry_text(metrics: dict[str, Any], name: str) -> str:
+    """A metric's value read and rounded as the registry defines it (``n/a`` when absent)."""
+    metric = BY_NAME[name]
+    return fmt(metric.read(metrics), metric.digits)
+
+
+def coverage_line(metrics: dict[str, Any]) -> str:
+    """The console line of the coverage instruments (the end-of-run and the judge's summary)."""
+    v = lambda name: registry_text(metrics, name)  # noqa: E731
+    return (f"  modes captured {v('modes_captured')}/{v('n_components')}   weight error "
+            f"{v('weights_tv')}   HQ share {v('hq_fraction')} (perfect {v('hq_perfect')})")
+
+
+def c2st_lines(metrics: dict[str, Any]) -> list[str]:
+    """C2ST's console line beside its floor, or none when the instrument was off."""
+    if not metrics.get("c2st"):
+        return []
+    return [f"  C2ST accuracy {registry_text(metrics, 'c2st')} (floor "
+            f"{registry_text(metrics, 'c2st_floor')}; 0.5 = indistinguishable from the truth)"]
+
+
 def format_summary(metrics: dict[str, Any]) -> str:
     """The few lines printed when an evaluation ends: coverage, NLL, latent use, the study's k.
 
@@ -294,21 +315,16 @@ def format_summary(metrics: dict[str, Any]) -> str:
     a console line (the registry's full labels head the report's tables).
     """
     g = lambda path: lookup(metrics, path)  # noqa: E731
-
-    def v(name: str) -> str:
-        metric = BY_NAME[name]
-        return fmt(metric.read(metrics), metric.digits)
+    v = lambda name: registry_text(metrics, name)  # noqa: E731
 
     lines = [
         f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
         f"{fmt(g('n_samples'))} samples, coverage on {fmt(g('coverage.n_samples'))}, "
         f"seed {fmt(metrics.get('seed'))}):",
-        f"  modes captured {v('modes_captured')}/{v('n_components')}   weight error "
-        f"{v('weights_tv')}   HQ share {v('hq_fraction')} (perfect {v('hq_perfect')})",
+        coverage_line(metrics),
         f"  NLL gap {v('nll_gap')} nats/point (model {v('nll_model')}, true {v('nll_true')})"
         f"   sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
-        *([f"  C2ST accuracy {v('c2st')} (floor {v('c2st_floor')}; 0.5 = indistinguishable "
-           "from the truth)"] if g("c2st") else []),
+        *c2st_lines(metrics),
         f"  latent: {g('latent.verdict') or 'n/a'}",
         f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {fmt(g('clusters.k_max'))}), "
         f"points/latent: VAE samples {v('k_data_vae')}/{v('k_latent_vae')}, ground truth "
