@@ -76,7 +76,16 @@ class Run:
 
     def model(self, ckpt: str = "last") -> VAE:
         """The trained VAE from ``checkpoints/<ckpt>.ckpt``, rebuilt from its own record (once
-        per checkpoint; later calls return the same module)."""
+        per checkpoint; later calls return the same module). A reference model's run
+        (``model=gaussian_mixture`` / ``spline_flow``) returns its fitted reference
+        (``gmm_vae.model.references``: ``sample(n, seed)``, ``log_prob(x)``)."""
+        if self.status.get("model", "vae") != "vae":
+            from gmm_vae.runs import reference_run
+
+            if "reference" not in self._models:
+                self._models["reference"] = reference_run.load(self.run_dir
+                                                               / reference_run.CHECKPOINT)
+            return self._models["reference"]  # type: ignore[return-value]
         if ckpt not in self._models:
             self._models[ckpt] = self._load_model(ckpt)
         return self._models[ckpt]
@@ -105,6 +114,8 @@ class Run:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a positive integer (got {n!r})")
         vae = self.model(ckpt)
+        if self.status.get("model", "vae") != "vae":  # a reference: numpy in, numpy out
+            return vae.sample(n, seed)  # type: ignore[call-arg]
         torch.manual_seed(seed)
         return vae.sample(n).double().cpu().numpy()
 

@@ -22,6 +22,10 @@ LIKELIHOODS = ("gaussian", "sigmoid")
 COVARIANCES = ("full", "diag")
 MSE_REDUCTIONS = ("sum", "mean")
 PRIORS = ("standard", "mog", "flow")
+# model.family: the VAE, or a reference fitted on the same data (gmm_vae/model/references.py)
+FAMILIES = ("vae", "gaussian_mixture", "spline_flow")
+# model.* keys a reference model reads and the VAE does not take
+REFERENCE_KEYS = ("family", "reference_components", "reference_inits")
 NORMALIZATIONS = ("standard", "minmax", "none")
 CLUSTER_CRITERIA = ("silhouette", "bic", "elbow")
 # Seeds numpy, Lightning and the data streams all accept: the unsigned 32-bit integers.
@@ -51,8 +55,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The VAE: architecture, likelihood head, prior and optimiser."""
+    """The VAE: architecture, likelihood head, prior and optimiser; or a reference model
+    (``family``: ``gaussian_mixture`` / ``spline_flow``, gmm_vae/model/references.py) that is
+    fitted on the same data and judged by the same evaluation."""
 
+    family: str = "vae"
+    reference_components: int | None = None  # gaussian_mixture: K of the fit; None = the truth's
+    reference_inits: int = 5  # gaussian_mixture: EM starts
     latent_dim: int | None = None
     hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     likelihood: str = "gaussian"
@@ -257,7 +266,7 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
     check_seed(cfg.data.seed, "data.seed")
     for key in ("data.dim", "data.n_components", "data.n_samples", "data.n_val", "data.n_test",
                 "data.batch_size", "data.steps_per_call",
-                "model.prior_components",
+                "model.prior_components", "model.reference_inits",
                 "model.flow_transforms", "model.flow_hidden", "trainer.max_epochs",
                 "analysis.tsne_points", "analysis.n_samples", "analysis.hist_bins",
                 "analysis.peak_distance", "analysis.iwae_samples", "analysis.eval_samples",
@@ -312,6 +321,16 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
         raise ConfigError(
             f"model.hidden_dims must be a non-empty list of positive integers (got {hidden})"
         )
+    _choice(cfg, "model.family", FAMILIES)
+    if cfg.model.reference_components is not None:
+        _positive_int(cfg, "model.reference_components")
+    if cfg.model.family != "vae":
+        for key in ("ckpt_path", "resume"):
+            if cfg.get(key):
+                raise ConfigError(
+                    f"{key}={cfg.get(key)}: model={cfg.model.family} is a reference model, "
+                    "fitted in one go with no checkpoint to continue from; drop the setting "
+                    "(re-score its run with python evaluate.py run_dir=<run dir>)")
     _choice(cfg, "model.likelihood", LIKELIHOODS)
     _choice(cfg, "model.decoder_covariance", COVARIANCES)
     _choice(cfg, "model.mse_reduction", MSE_REDUCTIONS)

@@ -97,3 +97,25 @@ def test_compare_counts_equal_numbers_and_lists_each_difference(tmp_path: Path) 
     unfinished = _run(tmp_path / "d", {}, None, None)
     assert compare(unfinished, a).lines()[0].endswith("nothing to compare (the original has "
                                                       "no final metrics: was it completed?)")
+
+
+def test_a_rerun_takes_the_thread_count_the_source_ran_with(tmp_path: Path) -> None:
+    """Threads reorder float sums (a 300-epoch run's last digit moves): a run records its
+    count, and a re-run whose source left ``torch_threads`` unset takes that count."""
+    from gmm_vae.runs.reproduce import rerun_config
+    from tests.conftest import compose_config
+
+    source = tmp_path / "source"
+    api.train(["debug=tiny", "analysis.every_n_epochs=0", "analysis.evaluate_at_end=false",
+               "logger=none"], run_dir=source)
+    import torch
+
+    status = json.loads((source / "status.json").read_text())
+    assert status["torch_threads"] == torch.get_num_threads()
+    (source / "status.json").write_text(json.dumps({**status, "torch_threads": 3}))
+    cfg, _ = rerun_config(compose_config([f"rerun={source}"]), ["rerun"])
+    assert cfg.torch_threads == 3
+    # A count given on the command line wins.
+    cfg, _ = rerun_config(compose_config([f"rerun={source}", "torch_threads=1"]),
+                          ["rerun", "torch_threads"])
+    assert cfg.torch_threads == 1

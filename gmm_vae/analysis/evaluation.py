@@ -337,3 +337,35 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
         model.train(was_training)
+
+
+def evaluate_density(model: Any, gmm: GMM, x_test: np.ndarray, settings: EvalSettings,
+                     seed: int = 0) -> Evaluation:
+    """A reference model (``gmm_vae.model.references``) judged as a VAE is: its samples by
+    ``evaluate_samples`` (coverage on as many draws as the work budget pays for), then its
+    held-out NLL, exact (``model.log_prob``) where the VAE's is an IWAE bound. It has no
+    latent space: no latent diagnostics or latent-code clusters (``metrics["skipped"]``)."""
+    t0 = progress.begin("sampling")
+    samples = model.sample(settings.n_samples, seed)
+    t_sample = time.perf_counter() - t0
+    n_cov = max(settings.n_samples, settings.coverage_samples or 0)
+    n_cov = affordable(n_cov, model.draw_work() + score_work(gmm.n_components, gmm.dim),
+                       floor=settings.n_samples)
+    # The coverage's extra draws come from their own stream: the first n_samples stay the same.
+    extra = model.sample(n_cov - settings.n_samples, seed + 1) if n_cov > settings.n_samples \
+        else None
+    ev = evaluate_samples(samples, gmm, settings, seed, coverage_extra=extra)
+    del extra
+    out, timings = ev.metrics, {"sample": t_sample, **ev.metrics.pop("timings_s")}
+    if settings.nll:
+        t0 = progress.begin("likelihood (exact)")
+        xt = x_test if settings.nll_points is None else x_test[: settings.nll_points]
+        out["nll"] = metrics.heldout_nll(np.asarray(model.log_prob(xt), dtype=np.float64),
+                                         gmm.log_prob(xt))
+        out["nll"]["n_points"] = len(xt)
+        out["nll"]["exact"] = True
+        timings["nll"] = time.perf_counter() - t0
+    out["skipped"] = {"latent": "latent diagnostics: a reference model has no latent space",
+                      "clusters.k_latent": "cluster counts of latent codes: no latent space"}
+    out["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    return ev

@@ -28,6 +28,7 @@ from gmm_vae.values import fmt, lookup, md_cell
 if TYPE_CHECKING:
 
     from gmm_vae.data.gmm import GMM
+    from gmm_vae.model.references import Reference
     from gmm_vae.model.vae import VAE
 
 # torch, Lightning, SciPy and the plotting stack are imported where they are used: together they
@@ -92,6 +93,12 @@ def run_title(cfg: DictConfig, ckpt_label: str | None = None) -> str:
     d, m = cfg.data, cfg.model
     mixture = (f"spec {Path(str(d.spec_path)).name}" if d.spec_path
                else f"D={d.dim}, K={d.n_components}, data.seed={d.seed}")
+    if is_reference(cfg):
+        what = (f"GaussianMixture(K={m.reference_components or 'true'}, "
+                f"{m.reference_inits} inits)" if m.family == "gaussian_mixture" else
+                f"spline flow ({m.flow_transforms} transforms x {m.flow_hidden})")
+        parts = [str(cfg.get("name", "run")), mixture, f"reference {what}"]
+        return ", ".join([*parts, f"ckpt {ckpt_label}"] if ckpt_label else parts)
     latent = "auto" if m.latent_dim is None else m.latent_dim
     head = f"{m.likelihood} head"
     if m.likelihood == "gaussian":
@@ -121,38 +128,45 @@ def write_evaluation(run_dir: str | Path, model: VAE, datamodule: Any, cfg: Dict
                                  seed)
 
 
-def _write_evaluation(run_dir: Path, model: VAE, datamodule: Any, cfg: DictConfig,
+def _write_evaluation(run_dir: Path, model: VAE | Reference, datamodule: Any, cfg: DictConfig,
                       ckpt_label: str, n_samples: int, seed: int) -> dict[str, Any]:
     import torch
 
     from gmm_vae.analysis import plots
-    from gmm_vae.analysis.evaluation import evaluate_model, settings_from_cfg
+    from gmm_vae.analysis.evaluation import evaluate_density, evaluate_model, settings_from_cfg
 
     out_dir = Path(run_dir) / EVAL_DIR
     settings = settings_from_cfg(cfg.analysis, int(n_samples))
     gmm: GMM = datamodule.gmm
+    reference = is_reference(cfg)
     with single_threaded():
-        ev = evaluate_model(model, gmm, datamodule.x_test, settings, seed=seed)
+        ev = (evaluate_density(model, gmm, datamodule.x_test, settings, seed=seed) if reference
+              else evaluate_model(model, gmm, datamodule.x_test, settings, seed=seed))
     metrics = json_safe({"checkpoint": str(ckpt_label), "seed": int(seed), **ev.metrics})
     atomic_save_npy(out_dir / "samples.npy", np.asarray(ev.samples, dtype=np.float64))
     atomic_write_json(out_dir / "metrics.json", metrics)
 
     title = run_title(cfg, ckpt_label)
-    a = cfg.analysis
-    tsne_points = int(a.tsne_points)
-    idx = np.arange(min(tsne_points, len(datamodule.x_test)))
-    codes = model.embed(torch.from_numpy(np.asarray(datamodule.x_test[idx]))).cpu().numpy()
-    progress.begin("figures (t-SNE)")
-    figures = {
-        "tsne_latent": plots.tsne_latent(codes, datamodule.y_test[idx], tsne_points=tsne_points,
-                                         seed=seed, title=title),
-        **sample_figures(ev, gmm, settings, tsne_points, seed, title),
-    }
+    tsne_points = int(cfg.analysis.tsne_points)
+    figures = {}
+    if not reference:  # a reference has no latent codes to map
+        idx = np.arange(min(tsne_points, len(datamodule.x_test)))
+        codes = model.embed(torch.from_numpy(np.asarray(datamodule.x_test[idx]))).cpu().numpy()
+        progress.begin("figures (t-SNE)")
+        figures["tsne_latent"] = plots.tsne_latent(codes, datamodule.y_test[idx],
+                                                   tsne_points=tsne_points, seed=seed,
+                                                   title=title)
+    figures.update(sample_figures(ev, gmm, settings, tsne_points, seed, title))
     for key, fig in figures.items():
         plots.save_figure(fig, out_dir / FIGURES[key])
     atomic_write_text(out_dir / "report.md", render_report(metrics, cfg, Path(run_dir),
                                                            gmm.weights.tolist()))
     return metrics
+
+
+def is_reference(cfg: DictConfig) -> bool:
+    """Whether the run's model is a reference (``model.family``), not the VAE."""
+    return str(cfg.model.get("family", "vae")) != "vae"
 
 
 # --------------------------------------------------------------------------- the report
@@ -181,11 +195,12 @@ def _study_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
             for m in shown(STUDY)]
 
 
-def _trusted_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def _trusted_rows(metrics: dict[str, Any],
+                  latent: bool = True) -> list[tuple[str, str, str, str]]:
     """(measure, value, reference, definition with range and better direction): the
-    registry's REPORT rows."""
+    registry's REPORT rows (without the latent ones for a model that has none)."""
     return [(m.label, _value(m, metrics), _reference(m, metrics), m.sentence)
-            for m in shown(REPORT)]
+            for m in shown(REPORT) if latent or not m.key.startswith("latent")]
 
 
 def _collapse_banner(metrics: dict[str, Any]) -> list[str]:
@@ -206,13 +221,15 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
     a = cfg.analysis
     n = g("n_samples")
     criterion = g("clusters.criterion") or a.cluster_criterion
+    reference = is_reference(cfg)
+    who = "model" if reference else "VAE"
     lines = [
         f"# Evaluation: {cfg.get('name', 'run')}",
         "",
         f"{run_title(cfg)}.",
         "",
         f"Run `{run_dir}`, checkpoint `{metrics.get('checkpoint')}`, seed {metrics.get('seed')}: "
-        f"{fmt(n)} VAE samples against {fmt(n)} fresh samples of the true mixture "
+        f"{fmt(n)} {who} samples against {fmt(n)} fresh samples of the true mixture "
         f"([`gmm.yaml`](../gmm.yaml)). Links are relative to this report.",
         "",
         *_collapse_banner(metrics),
@@ -224,7 +241,7 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
         f"{a.hist_bins}-bin density histogram. They undercount modes that overlap in a "
         "projection, so read them beside the ground-truth column, not as absolute counts.",
         "",
-        "| instrument | VAE samples | ground truth |",
+        f"| instrument | {who} samples | ground truth |",
         "|---|---|---|",
     ]
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in _study_rows(metrics)]
@@ -236,14 +253,17 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
         "|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |"
-              for row in _trusted_rows(metrics)]
+              for row in _trusted_rows(metrics, latent=not reference)]
+    if reference:
+        lines += ["", "A reference model has no latent space: no latent diagnostics, latent-code "
+                  "cluster counts or latent t-SNE; its NLL is exact (the VAE's is an IWAE bound)."]
     shares, captured = g("coverage.shares"), g("coverage.captured")
     weights = _true_weights(run_dir) if weights is None else weights
     if shares:
         ref, ratio = g("coverage.reference_shares") or [], g("coverage.capture_ratio") or []
-        lines += ["", "Per component: true weight, its share of all VAE samples (high quality, "
+        lines += ["", f"Per component: true weight, its share of all {who} samples (high quality, "
                   "near it), a perfect sampler's share, their ratio, captured.", "",
-                  "| component | true weight | VAE share | perfect share | ratio | captured |",
+                  f"| component | true weight | {who} share | perfect share | ratio | captured |",
                   "|---|---|---|---|---|---|"]
         for i, share in enumerate(shares):
             w = weights[i] if weights is not None and i < len(weights) else None
@@ -258,11 +278,13 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
         "",
         "## Figures",
         "",
-        "Ground truth is blue, VAE samples orange, true component means black crosses.",
+        f"Ground truth is blue, {who} samples orange, true component means black crosses.",
         "",
-        "- [`tsne_latent.png`](tsne_latent.png): latent codes of test points coloured by their "
-        "true component, raw and t-SNE; separate colours mean the encoder separates the modes.",
-        "- [`tsne_samples.png`](tsne_samples.png): one t-SNE map of VAE and truth samples; a "
+        *([] if reference else [
+            "- [`tsne_latent.png`](tsne_latent.png): latent codes of test points coloured by "
+            "their true component, raw and t-SNE; separate colours mean the encoder separates "
+            "the modes."]),
+        f"- [`tsne_samples.png`](tsne_samples.png): one t-SNE map of {who} and truth samples; a "
         "blue cluster with no orange is a missed mode.",
         "- [`pairwise.png`](pairwise.png): 2-D projections on every pair of axes, in data units.",
         "- [`histograms.png`](histograms.png): the histograms the mode counts above come from, "
@@ -270,7 +292,8 @@ def render_report(metrics: dict[str, Any], cfg: DictConfig, run_dir: Path,
         "",
     ]
     for key, name in FIGURES.items():
-        lines += [f"![{key}]({name})", ""]
+        if not (reference and key == "tsne_latent"):
+            lines += [f"![{key}]({name})", ""]
     timings = g("timings_s")
     if timings:
         lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()) + ".", ""]
@@ -325,11 +348,16 @@ def format_summary(metrics: dict[str, Any]) -> str:
         f"  NLL gap {v('nll_gap')} nats/point (model {v('nll_model')}, true {v('nll_true')})"
         f"   sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
         *c2st_lines(metrics),
-        f"  latent: {g('latent.verdict') or 'n/a'}",
-        f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {fmt(g('clusters.k_max'))}), "
-        f"points/latent: VAE samples {v('k_data_vae')}/{v('k_latent_vae')}, ground truth "
-        f"{v('k_data_truth')}/{v('k_latent_truth')}",
     ]
+    clusters = f"  clusters ({g('clusters.criterion') or 'n/a'}, k <= {fmt(g('clusters.k_max'))})"
+    if g("latent") is None and g("skipped.latent"):  # a reference model: no latent space
+        lines += ["  latent: none (a reference model)",
+                  f"{clusters}: samples {v('k_data_vae')}, ground truth {v('k_data_truth')}"]
+    else:
+        lines += [f"  latent: {g('latent.verdict') or 'n/a'}",
+                  f"{clusters}, points/latent: VAE samples {v('k_data_vae')}/"
+                  f"{v('k_latent_vae')}, ground truth {v('k_data_truth')}/"
+                  f"{v('k_latent_truth')}"]
     if g("latent.collapsed"):
         lines.insert(1, "  WARNING: POSTERIOR COLLAPSE: the model ignores its latent code and "
                         "is one blob over the data.")

@@ -54,6 +54,8 @@ def model_kwargs(cfg: DictConfig, dm: GMMDataModule) -> dict[str, Any]:
     """The training module's arguments for ``cfg.model`` on ``dm``: auto settings resolved,
     normaliser in."""
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore
+    for key in config_mod.REFERENCE_KEYS:
+        kwargs.pop(key, None)
     kwargs["latent_dim"] = config_mod.resolve_latent_dim(kwargs["latent_dim"], dm.dim)
     for key in config_mod.AUTO_EPOCHS:
         kwargs[key] = config_mod.resolve_auto_epochs(key, kwargs[key],
@@ -150,9 +152,17 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch,
     threads = int(cfg.torch_threads) if cfg.torch_threads else _threads_for_parallel_jobs()
     if threads:
         torch.set_num_threads(threads)
+    # Recorded in status.json: the thread count sets the order of float reductions, so it
+    # moves a run's last digits (a re-run takes the same count: ``reproduce.rerun_config``).
+    note.setdefault("torch_threads", torch.get_num_threads())
     started = time.perf_counter()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)  # may raise ConfigError (spec file)
+    if cfg.model.family != "vae":  # a reference model: fitted and judged as a VAE run is
+        from gmm_vae.runs import reference_run
+
+        with rundir.claimed(run_dir, "hydra.run.dir", overwrite=bool(cfg.overwrite)):
+            return reference_run.fit_and_evaluate(cfg, run_dir, watch, dm, started, note)
     ckpt = None
     if cfg.ckpt_path:
         ckpt = check_checkpoint(Path(str(cfg.ckpt_path)), "ckpt_path")

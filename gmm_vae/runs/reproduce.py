@@ -45,7 +45,21 @@ def rerun_config(cfg: DictConfig, explicit: Sequence[str]) -> tuple[DictConfig, 
     saved.rerun = None
     saved.resume = None
     saved.sweep_resume = bool(cfg.sweep_resume)
+    if saved.torch_threads is None and "torch_threads" not in explicit:
+        # The source's thread count: another count reorders float sums, and 300 epochs turn
+        # that into a different last digit (train loss 0.4161 with 1 thread, 0.4171 with 2).
+        saved.torch_threads = _recorded_threads(source)
     return mixture_config(saved, source), source
+
+
+def _recorded_threads(run_dir: Path) -> int | None:
+    """The intra-op thread count the run recorded in ``status.json`` (None before it did)."""
+    try:
+        value = json.loads((run_dir / "status.json").read_text("utf-8")).get("torch_threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
 
 
 def record_config(run_dir: Path, cfg: DictConfig) -> None:

@@ -54,6 +54,8 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
         check_seed(seed, "seed")
     run_dir = Path(str(run_dir)).expanduser()
     cfg = load_run_config(run_dir)
+    if cfg.model.family != "vae":
+        return _evaluate_reference(run_dir, cfg, ckpt, n_samples, seed)
     ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
     n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
     seed = int(cfg.seed) if seed is None else int(seed)
@@ -72,14 +74,39 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
     load_weights(module, state, label)
     vae = module.vae.eval()
     metrics = write_evaluation(run_dir, vae, dm, cfg, label, n, seed)
+    _print_evaluation(run_dir, metrics)
+    return metrics
+
+
+def _evaluate_reference(run_dir: Path, cfg: DictConfig, ckpt: str | int | None,
+                        n_samples: int | None, seed: int | None) -> dict[str, Any]:
+    """``evaluate_run`` for a reference model's run (``model=gaussian_mixture`` /
+    ``spline_flow``): its one fitted model, ``checkpoints/reference.pt``."""
+    from gmm_vae.runs import reference_run
+
+    if ckpt is not None and str(ckpt).strip() not in ("last", "final"):
+        raise ConfigError(f"ckpt={ckpt}: a reference model's run has one fitted model "
+                          f"(model={cfg.model.family}); use ckpt=last or leave it out")
+    path = run_dir / reference_run.CHECKPOINT
+    if not path.is_file():
+        raise ConfigError(f"run_dir={run_dir}: {path} not found (the fit did not finish)")
+    model = reference_run.load(path)
+    n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
+    seed = int(cfg.seed) if seed is None else int(seed)
+    metrics = write_evaluation(run_dir, model, datamodule_for_run(cfg, run_dir), cfg, "final",
+                               n, seed)
+    _print_evaluation(run_dir, metrics)
+    return metrics
+
+
+def _print_evaluation(run_dir: Path, metrics: dict[str, Any]) -> None:
     out = run_dir / EVAL_DIR
     print("\n".join([
         format_summary(metrics),
         f"  report:  {out / 'report.md'}",
         f"  metrics: {out / 'metrics.json'}   samples: {out / 'samples.npy'}",
-        f"  figures: {', '.join(str(out / f) for f in FIGURES.values())}",
+        f"  figures: {', '.join(str(out / f) for f in FIGURES.values() if (out / f).is_file())}",
     ]), flush=True)
-    return metrics
 
 
 def load_run_config(run_dir: Path, setting: str = "run_dir") -> DictConfig:

@@ -38,8 +38,9 @@ RUN_CONFIG = "run_config.yaml"
 STATUS_KEY = "sweep_resume"
 NEW, SKIPPED, CONTINUED, RERUN = "new", "skipped", "continued", "re-run"
 # Settings that say how a job was launched, not what it computes: a change in them is no
-# change of the run (a continued run records its checkpoint in ckpt_path; threads change
-# speed, not the numbers a seed gives).
+# change of the run (a continued run records its checkpoint in ckpt_path). Threads change speed
+# and the order of float sums (the last digits of a 300-epoch run: status.json records the
+# count), not what the job computes: a finished job is kept when only they changed.
 LAUNCH_SETTINGS = ("resume", "rerun", "ckpt_path", "overwrite", "sweep_resume", "torch_threads")
 
 
