@@ -21,6 +21,7 @@ from gmm_vae.analysis.c2st import (
     c2st,
     c2st_with_floor,
     check_samples,
+    hidden_units,
     round_cap,
 )
 
@@ -119,6 +120,18 @@ def test_it_is_seeded_and_leaves_the_callers_random_state_alone() -> None:
 
 def test_the_round_cap_falls_as_one_over_d_above_three() -> None:
     assert [round_cap(300, d) for d in (1, 2, 3, 5, 10, 20)] == [300, 300, 300, 180, 90, 45]
+
+
+def test_the_width_is_ten_d_up_to_256_and_a_200_d_test_still_sees_a_shift() -> None:
+    """sbibm's 10·D units up to D = 25, then 256: a 200-D test (2,000 units uncapped: 917 s of
+    a 2-epoch run's evaluation) stays cheap and still tells a sampler whose every coordinate is
+    off by half a standard deviation from the truth."""
+    s = C2STSettings()
+    assert [hidden_units(s, d) for d in (2, 3, 20, 25, 26, 200)] == [20, 30, 200, 250, 256, 256]
+    rng = np.random.default_rng(0)
+    truth, truth2, shifted = (rng.normal(size=(400, 200)) for _ in range(3))
+    res = c2st_with_floor(shifted + 0.5, truth, truth2, settings=C2STSettings(max_rounds=1))
+    assert res["accuracy"] > 0.9 and res["floor"] < 0.6
 
 
 def test_each_set_is_cut_to_its_first_max_samples() -> None:

@@ -2,7 +2,7 @@
 
 The recipe of the simulation-based-inference benchmark (sbibm, Lueckmann et al. 2021): z-score
 both sets by the truth's mean and standard deviation, train an MLP with two hidden layers of
-10·D ReLU units (Adam) to tell them apart, and report its 5-fold cross-validated accuracy on
+10·D ReLU units (Adam; at most 256: ``hidden_units``) to tell them apart, and report its 5-fold cross-validated accuracy on
 equal-sized sets: 0.5 = indistinguishable, 1 = every point given away. It sees what the mode
 instruments cannot (a mode of the right weight but the wrong shape) and misses what they see
 (one missing mode of many moves it by only 1/(2K)), so it is read beside them.
@@ -49,7 +49,8 @@ class C2STSettings:
     """The classifier and its training (defaults: the measured choice, docs/metrics.md)."""
 
     folds: int = 5
-    hidden_factor: int = 10  # hidden units per layer = hidden_factor * D
+    hidden_factor: int = 10  # hidden units per layer = hidden_factor * D ...
+    max_hidden: int = 256  # ... at most this many (``hidden_units``)
     batch_size: int = 256
     lr: float = 1e-3
     round_steps: int = 50  # optimiser steps between two looks at the validation score
@@ -61,6 +62,13 @@ class C2STSettings:
     # torch threads while training (None: as set). One: the matrices are small, and a second
     # thread that waits for a busy core made the 3-D test 10x slower (34 s instead of 3.4 s).
     threads: int | None = 1
+
+
+def hidden_units(s: C2STSettings, dim: int) -> int:
+    """Units per hidden layer: sbibm's 10·D, capped at ``max_hidden`` (from D = 26 on). A step of
+    the uncapped network costs ~D² multiply-adds per point: in 200-D (2,000 units) its ten
+    networks took 917 s of a 2-epoch run's evaluation; at 256 units the cost grows as D."""
+    return max(1, min(s.hidden_factor * dim, s.max_hidden))
 
 
 def round_cap(max_rounds: int, dim: int) -> int:
@@ -142,7 +150,7 @@ def c2st_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0,
     if s.threads:
         torch.set_num_threads(int(s.threads))
     try:
-        net = _BatchedMLP(len(xtr), dim, s.hidden_factor * dim, seed)
+        net = _BatchedMLP(len(xtr), dim, hidden_units(s, dim), seed)
         watched = len(xtr) if deciding is None else deciding * s.folds
         steps = net.fit(xtr, ytr, xva, yva, s, watched)
         with torch.no_grad():
