@@ -2,10 +2,11 @@
 
 The recipe of the simulation-based-inference benchmark (sbibm, Lueckmann et al. 2021): z-score
 both sets by the truth's mean and standard deviation, train an MLP with two hidden layers of
-10·D ReLU units (Adam; at most 256: ``hidden_units``) to tell them apart, and report its 5-fold cross-validated accuracy on
-equal-sized sets: 0.5 = indistinguishable, 1 = every point given away. It sees what the mode
-instruments cannot (a mode of the right weight but the wrong shape) and misses what they see
-(one missing mode of many moves it by only 1/(2K)), so it is read beside them.
+10·D ReLU units (Adam; at most 256: ``hidden_units``) to tell them apart, and report its 5-fold
+cross-validated accuracy on equal-sized sets: 0.5 = indistinguishable, 1 = every point given
+away. It sees what the mode instruments cannot (a mode of the right weight but the wrong shape)
+and misses what they see (one missing mode of many moves it by only 1/(2K)), so it is read
+beside them.
 
 Why a batched torch MLP rather than scikit-learn's ``MLPClassifier``: every fold, and the
 noise-floor test, is the same small network on the same amount of data, so they train at once
