@@ -13,14 +13,15 @@ The mixtures are ``gmm_vae.data.suite``'s: the default 3-D K=4 one over five dat
 random ones, the literature's ring and grid, and tight symmetric layouts in 3-D and 5-D. The cases
 in ``SEEDED`` run on ``--seeds`` training seeds (``seed=0..N-1``), the others on the default seed
 42. Each run's evaluation is ``evaluation/metrics.json`` (the same code as ``evaluate.py``, 100k
-samples, coverage on 1M); analysis callbacks are off (they do not change training). ``--references``
-also trains scikit-learn's GaussianMixture(K) and a spline flow on the ring and grid data (or
-``--reference-cases``) and scores their samples with ``gmm_vae.judge``, the code path of
-``python evaluate.py samples=...`` (``evaluate_samples``, as the VAE's evaluation), beside the
-published rows of PacGAN and VEEGAN. C2ST (mean, worst seed; its floor beside it) is in every
-aggregate row and every reference row. Writes
-``fidelity_runs.csv`` (one row per run) and ``fidelity.md`` (per-mixture aggregate, the runs, the
-references) under ``--out``. """
+samples, coverage on 1M); analysis callbacks are off (they do not change training).
+``--references`` also runs the reference models, ``model=gaussian_mixture`` (scikit-learn's
+GaussianMixture(K)) and ``model=spline_flow`` (a zuko spline flow), on the ring and grid (or
+``--reference-cases``), seed 42: runs of their own through ``train.py``'s code path, judged by
+the same evaluation, rows of their own in every table, beside the published rows of PacGAN and
+VEEGAN. C2ST (mean, worst seed; its floor beside it) is in every aggregate row, and C2ST <= 0.55
+is one of every row's floors. Writes ``fidelity_runs.csv`` (one row per run) and
+``fidelity.md`` (per-mixture aggregate, the literature table, the runs) under ``--out``.
+"""
 
 from __future__ import annotations
 
