@@ -68,6 +68,11 @@ class Run:
     _models: dict[str, VAE] = field(default_factory=dict, repr=False, compare=False)
 
     @property
+    def is_reference(self) -> bool:
+        """Whether the run fitted a reference model (``model=gaussian_mixture`` / ...)."""
+        return self.status.get("model", "vae") != "vae"
+
+    @property
     def gmm(self) -> GMM:
         """The exact mixture the run trained on (its ``gmm.yaml``)."""
         from gmm_vae.data.gmm import GMM
@@ -79,7 +84,7 @@ class Run:
         per checkpoint; later calls return the same module). A reference model's run
         (``model=gaussian_mixture`` / ``spline_flow``) returns its fitted reference
         (``gmm_vae.model.references``: ``sample(n, seed)``, ``log_prob(x)``)."""
-        if self.status.get("model", "vae") != "vae":
+        if self.is_reference:
             from gmm_vae.runs import reference_run
 
             if "reference" not in self._models:
@@ -114,7 +119,7 @@ class Run:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"n must be a positive integer (got {n!r})")
         vae = self.model(ckpt)
-        if self.status.get("model", "vae") != "vae":  # a reference: numpy in, numpy out
+        if self.is_reference:  # a reference: numpy in, numpy out
             return vae.sample(n, seed)  # type: ignore[call-arg]
         torch.manual_seed(seed)
         return vae.sample(n).double().cpu().numpy()

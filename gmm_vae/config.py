@@ -26,6 +26,11 @@ PRIORS = ("standard", "mog", "flow")
 FAMILIES = ("vae", "gaussian_mixture", "spline_flow")
 # model.* keys a reference model reads and the VAE does not take
 REFERENCE_KEYS = ("family", "reference_components", "reference_inits")
+
+
+def is_reference(cfg: Any) -> bool:
+    """Whether a run's model is a reference (``model.family``), not the VAE."""
+    return str(cfg.model.get("family", "vae")) != "vae"
 NORMALIZATIONS = ("standard", "minmax", "none")
 CLUSTER_CRITERIA = ("silhouette", "bic", "elbow")
 # Seeds numpy, Lightning and the data streams all accept: the unsigned 32-bit integers.
@@ -324,7 +329,7 @@ def validate(cfg: DictConfig, check_resources: bool = True) -> None:
     _choice(cfg, "model.family", FAMILIES)
     if cfg.model.reference_components is not None:
         _positive_int(cfg, "model.reference_components")
-    if cfg.model.family != "vae":
+    if is_reference(cfg):
         for key in ("ckpt_path", "resume"):
             if cfg.get(key):
                 raise ConfigError(

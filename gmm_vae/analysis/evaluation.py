@@ -140,6 +140,15 @@ def coverage_reference(gmm: GMM, threshold: float | None = None, seed: int = 0,
                              cov["median_fraction"])
 
 
+def coverage_draws(settings: EvalSettings, gmm: GMM, draw_work_per_row: float) -> int:
+    """Samples behind the coverage: ``coverage_samples`` (at least ``n_samples``), as many as
+    the work budget pays for at this cost of a draw and its scoring (all of them up to ~20-D),
+    never fewer than the samples the other instruments use."""
+    n_cov = max(settings.n_samples, settings.coverage_samples or 0)
+    return affordable(n_cov, draw_work_per_row + score_work(gmm.n_components, gmm.dim),
+                      floor=settings.n_samples)
+
+
 def _memo(cache: dict[str, Any] | None, key: str, compute: Callable[[], Any]) -> Any:
     """``compute()``, remembered in ``cache`` when one is given."""
     if cache is None:
@@ -291,12 +300,7 @@ def evaluate_model(model: VAE, gmm: GMM, x_test: np.ndarray, settings: EvalSetti
         samples = _sample(model, settings.n_samples)
         t_sample = time.perf_counter() - t0
         # Coverage's extra samples, after the ones above in the same torch stream.
-        n_cov = max(settings.n_samples, settings.coverage_samples or 0)
-        # As many as the work budget pays for (all of them up to ~20-D), never fewer than the
-        # samples the other instruments use.
-        n_cov = affordable(n_cov, draw_work(model) + score_work(gmm.n_components, gmm.dim),
-                           floor=settings.n_samples)
-        extra = n_cov - settings.n_samples
+        extra = coverage_draws(settings, gmm, draw_work(model)) - settings.n_samples
         extra_samples = _sample(model, extra) if extra else None
         ev = evaluate_samples(samples, gmm, settings, seed, cache, extra_samples)
         del extra_samples
@@ -348,12 +352,9 @@ def evaluate_density(model: Any, gmm: GMM, x_test: np.ndarray, settings: EvalSet
     t0 = progress.begin("sampling")
     samples = model.sample(settings.n_samples, seed)
     t_sample = time.perf_counter() - t0
-    n_cov = max(settings.n_samples, settings.coverage_samples or 0)
-    n_cov = affordable(n_cov, model.draw_work() + score_work(gmm.n_components, gmm.dim),
-                       floor=settings.n_samples)
     # The coverage's extra draws come from their own stream: the first n_samples stay the same.
-    extra = model.sample(n_cov - settings.n_samples, seed + 1) if n_cov > settings.n_samples \
-        else None
+    n_extra = coverage_draws(settings, gmm, model.draw_work()) - settings.n_samples
+    extra = model.sample(n_extra, seed + 1) if n_extra else None
     ev = evaluate_samples(samples, gmm, settings, seed, coverage_extra=extra)
     del extra
     out, timings = ev.metrics, {"sample": t_sample, **ev.metrics.pop("timings_s")}

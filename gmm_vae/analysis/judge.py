@@ -30,6 +30,7 @@ from gmm_vae.analysis.report import (
     registry_text,
     sample_figures,
     single_threaded,
+    sizes_text,
 )
 from gmm_vae.config import AnalysisConfig, TrainConfig
 from gmm_vae.data.gmm import GMM
@@ -207,8 +208,7 @@ def format_judgement(metrics: dict[str, Any], out_dir: Path | None = None) -> st
     v = lambda name: registry_text(metrics, name)  # noqa: E731
     lines = [
         f"Judged {metrics.get('source')} against {metrics.get('truth')} "
-        f"({fmt(metrics.get('n_samples'))} samples, coverage on "
-        f"{fmt(metrics.get('coverage', {}).get('n_samples'))}, seed {metrics.get('seed')}):",
+        f"({sizes_text(metrics)}):",
         coverage_line(metrics),
         f"  sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",
         *c2st_lines(metrics),

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from gmm_vae.analysis import progress
 from gmm_vae.analysis.registry import BY_NAME, REPORT, STUDY, Metric, shown
+from gmm_vae.config import is_reference
 from gmm_vae.errors import ConfigError
 from gmm_vae.io import atomic_save_npy, atomic_write_json, atomic_write_text
 from gmm_vae.values import fmt, lookup, md_cell
@@ -162,11 +163,6 @@ def _write_evaluation(run_dir: Path, model: VAE | Reference, datamodule: Any, cf
     atomic_write_text(out_dir / "report.md", render_report(metrics, cfg, Path(run_dir),
                                                            gmm.weights.tolist()))
     return metrics
-
-
-def is_reference(cfg: DictConfig) -> bool:
-    """Whether the run's model is a reference (``model.family``), not the VAE."""
-    return str(cfg.model.get("family", "vae")) != "vae"
 
 
 # --------------------------------------------------------------------------- the report
@@ -316,6 +312,12 @@ def registry_text(metrics: dict[str, Any], name: str) -> str:
     return fmt(metric.read(metrics), metric.digits)
 
 
+def sizes_text(metrics: dict[str, Any]) -> str:
+    """``10,000 samples, coverage on 1,000,000, seed 42``: what an evaluation was computed on."""
+    return (f"{fmt(lookup(metrics, 'n_samples'))} samples, coverage on "
+            f"{fmt(lookup(metrics, 'coverage.n_samples'))}, seed {fmt(metrics.get('seed'))}")
+
+
 def coverage_line(metrics: dict[str, Any]) -> str:
     """The console line of the coverage instruments (the end-of-run and the judge's summary)."""
     v = lambda name: registry_text(metrics, name)  # noqa: E731
@@ -341,9 +343,7 @@ def format_summary(metrics: dict[str, Any]) -> str:
     v = lambda name: registry_text(metrics, name)  # noqa: E731
 
     lines = [
-        f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, "
-        f"{fmt(g('n_samples'))} samples, coverage on {fmt(g('coverage.n_samples'))}, "
-        f"seed {fmt(metrics.get('seed'))}):",
+        f"Evaluation (checkpoint {metrics.get('checkpoint', 'n/a')}, {sizes_text(metrics)}):",
         coverage_line(metrics),
         f"  NLL gap {v('nll_gap')} nats/point (model {v('nll_model')}, true {v('nll_true')})"
         f"   sliced W {v('sliced_wasserstein')} (floor {v('sliced_wasserstein_floor')})",

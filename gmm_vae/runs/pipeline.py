@@ -158,7 +158,7 @@ def _train(cfg: DictConfig, run_dir: Path | None, watch: SignalWatch,
     started = time.perf_counter()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg)  # may raise ConfigError (spec file)
-    if cfg.model.family != "vae":  # a reference model: fitted and judged as a VAE run is
+    if config_mod.is_reference(cfg):  # a reference model: fitted and judged as a VAE run is
         from gmm_vae.runs import reference_run
 
         with rundir.claimed(run_dir, "hydra.run.dir", overwrite=bool(cfg.overwrite)):

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gmm_vae.analysis.report import EVAL_DIR, FIGURES, format_summary, write_evaluation
-from gmm_vae.config import check_seed
+from gmm_vae.config import check_seed, is_reference
 from gmm_vae.errors import ConfigError
 from gmm_vae.model.checkpoints import check_weights, read_checkpoint, upgraded_state_dict
 
@@ -54,11 +54,11 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
         check_seed(seed, "seed")
     run_dir = Path(str(run_dir)).expanduser()
     cfg = load_run_config(run_dir)
-    if cfg.model.family != "vae":
-        return _evaluate_reference(run_dir, cfg, ckpt, n_samples, seed)
-    ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
     n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
     seed = int(cfg.seed) if seed is None else int(seed)
+    if is_reference(cfg):
+        return _evaluate_reference(run_dir, cfg, ckpt, n, seed)
+    ckpt_path, label = resolve_checkpoint(run_dir, ckpt)
     # Only now the heavy imports, so every mistake above is reported at once.
     import torch
 
@@ -79,7 +79,7 @@ def evaluate_run(run_dir: str | Path | None, ckpt: str | int | None = "last",
 
 
 def _evaluate_reference(run_dir: Path, cfg: DictConfig, ckpt: str | int | None,
-                        n_samples: int | None, seed: int | None) -> dict[str, Any]:
+                        n: int, seed: int) -> dict[str, Any]:
     """``evaluate_run`` for a reference model's run (``model=gaussian_mixture`` /
     ``spline_flow``): its one fitted model, ``checkpoints/reference.pt``."""
     from gmm_vae.runs import reference_run
@@ -91,8 +91,6 @@ def _evaluate_reference(run_dir: Path, cfg: DictConfig, ckpt: str | int | None,
     if not path.is_file():
         raise ConfigError(f"run_dir={run_dir}: {path} not found (the fit did not finish)")
     model = reference_run.load(path)
-    n = int(cfg.analysis.eval_samples) if n_samples is None else int(n_samples)
-    seed = int(cfg.seed) if seed is None else int(seed)
     metrics = write_evaluation(run_dir, model, datamodule_for_run(cfg, run_dir), cfg, "final",
                                n, seed)
     _print_evaluation(run_dir, metrics)
